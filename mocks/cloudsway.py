@@ -1,0 +1,127 @@
+"""Cloudsway MaaS-Flux-1-schnell: create an image task, then poll it.
+
+Seed 000 (docs.cloudsway.net, Chinese page) and shared/reference/providers.md §1. The paths
+route on their suffix because the documented basePath already holds /v2/ai and the template
+adds it again (quirk basepath-doubles-v2-ai): one or two /v2/ai, or none, all work.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import contracts
+
+from .engine import BodyError, Call, ImageSpec, MockRequest, MockResponse, Provider, route
+
+# Title-case reason per status for the openai-style envelope's "type" field.
+_OPENAI_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error",
+    429: "rate_limit_error", 500: "api_error", 503: "overloaded_error", 504: "timeout_error",
+}
+_FIELD_RULES = {
+    "prompts": "prompts is required and must be a non-empty string",
+    "batchsize": "batchsize must be an integer between 1 and 8",
+    "aspect_ratio": "aspect_ratio must be one of 1:1, 2:3, 3:2, 3:4, 4:3, 16:9, 9:16",
+    "step": "step must be an integer between 4 and 10",
+    "seed": "seed must be an integer",
+}
+
+
+class CloudswayProvider(Provider):
+    id = "cloudsway"
+
+    # --- routes ----------------------------------------------------------------------
+
+    @route("POST", "{prefix:(?:/[^/]+)*?}/{endpoint}/images/generations", operation="createImageTask")
+    async def create(self, request: MockRequest, call: Call) -> MockResponse:
+        try:
+            body = request.json_object()
+        except BodyError as exc:
+            return self.error(request, 400, message=str(exc))
+        if "step" not in body and "Step" in body:
+            body["step"] = body.pop("Step")  # the English page's spelling
+        if self.option("step_required") == "true" and "step" not in body:
+            return self.error(request, 400, message="step is required (Step on the English page)")
+        validator = contracts.request_validator(self.id, "createImageTask")
+        assert validator is not None
+        issues = validator.issues(body)
+        if issues:
+            field = issues[0].path.removeprefix("$.").split(".")[0].split("[")[0]
+            code = "AI_IMAGE_SIZE_ERROR" if field == "aspect_ratio" else None
+            rule = _FIELD_RULES.get(field, issues[0].message)
+            return self.error(request, 400, code, f"{rule}; got {issues[0].instance!r}")
+        width, height = self._size(body.get("aspect_ratio", "1:1"))
+        task = call.new_task({
+            "endpoint": request.params["endpoint"],
+            "prompts": body["prompts"],
+            "batchsize": int(body.get("batchsize", 1)),
+            "aspect_ratio": body.get("aspect_ratio", "1:1"),
+            "width": width,
+            "height": height,
+            "step": body.get("step", 4),
+            "seed": int(body.get("seed", 0)),
+            "expired_url": call.fault("expired_url") is not None,
+        })
+        return MockResponse.json({"status": "success", "taskId": task.id})
+
+    @route("GET", "{prefix:(?:/[^/]+)*?}/{endpoint}/images/tasks/{task_id}", operation="getImageTask")
+    async def query(self, request: MockRequest, call: Call) -> MockResponse:
+        task_id = request.params["task_id"].strip()
+        task = call.tasks.get(task_id)
+        if task is None or task.data["endpoint"] != request.params["endpoint"]:
+            return self.error(request, 404, "NOT_FOUND", f"task {task_id} does not exist")
+        state = task.poll(call.now)
+        body: dict[str, Any] = {"status": state, "completed": state == "completed", "imageUrls": []}
+        if state == "completed":
+            expires = call.now - 1 if task.data["expired_url"] else None
+            body["imageUrls"] = [
+                call.image_url(self._spec(task.data, i), expires_at=expires)
+                for i in range(task.data["batchsize"])
+            ]
+        elif state == "failed":
+            body["message"] = "Image generation failed."
+        return MockResponse.json(body)
+
+    # --- the provider's own answers ------------------------------------------------------
+
+    def error(
+        self, request: MockRequest, status: int, code: str | int | None = None,
+        message: str | None = None, headers: dict[str, str] | None = None,
+    ) -> MockResponse:
+        spec = self.error_spec(status)
+        code = code if code is not None else spec.code
+        message = message or spec.message
+        if self.option("error_shape") == "openai":
+            error = {"message": message, "type": _OPENAI_TYPES.get(status, "api_error"), "code": code}
+        else:
+            error = {"code": code, "message": message}
+        return MockResponse.json({"error": error}, status, headers)
+
+    def auth_error(self, request: MockRequest, reason: str) -> MockResponse:
+        messages = {
+            "missing": "Authorization header is missing; send 'Authorization: Bearer <AccessKey>'",
+            "scheme": "Authorization must use the Bearer scheme: 'Bearer <AccessKey>'",
+            "invalid": "API key invalid",
+        }
+        return self.error(request, 401, message=messages[reason])
+
+    def describe_task(self, task: Any) -> dict[str, Any]:
+        keep = ("prompts", "batchsize", "aspect_ratio", "width", "height", "step", "seed")
+        return {k: task.data[k] for k in keep}
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _size(self, ratio: str) -> tuple[int, int]:
+        if ratio == "9:16":
+            w, _, h = self.option("ratio_9_16").partition("x")
+            return int(w), int(h)
+        width, height = self.contract.behaviour.raw["sizes"][ratio]
+        return int(width), int(height)
+
+    @staticmethod
+    def _spec(data: dict[str, Any], index: int) -> ImageSpec:
+        return ImageSpec.of(
+            data["width"], data["height"], fmt="png", prompt=data["prompts"], seed=data["seed"],
+            index=index,
+        )

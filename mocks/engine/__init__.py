@@ -1,0 +1,69 @@
+"""The machinery every provider simulator shares: one behaviour, two transports.
+
+A provider is a :class:`Provider` subclass whose routes answer :class:`MockRequest` with
+:class:`MockResponse`; :class:`MockServer` adds the clock, tasks, faults, journal and admin
+API; :func:`make_app` serves it with aiohttp and :func:`mock_router` with respx.
+"""
+
+from __future__ import annotations
+
+from ._aiohttp import make_app
+from ._clock import Clock, ManualClock, ScaledClock, make_clock
+from ._faults import FAULTS, FaultError, FaultPlan, FaultSpec, parse_faults
+from ._http import BodyError, MockRequest, MockResponse, dumps
+from ._images import FORMATS, ImageSpec, ImageTokenError, ImageTokens, render
+from ._journal import Exchange, Journal, redact_headers, redact_query, redact_url
+from ._provider import Provider, Route, route
+from ._ratelimit import RateLimiter
+from ._respx import mock_router
+from ._serve import DEFAULT_PORTS, Listener, PortInUse, Served, TLSMaterial, start
+from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, Call, MockServer
+from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
+
+__all__ = [
+    "ADMIN_PREFIX",
+    "DEFAULT_PORTS",
+    "FAULTS",
+    "FAULT_HEADER",
+    "FORMATS",
+    "SCENARIO_HEADER",
+    "BodyError",
+    "Call",
+    "Clock",
+    "Exchange",
+    "FaultError",
+    "FaultPlan",
+    "FaultSpec",
+    "ImageSpec",
+    "ImageTokenError",
+    "ImageTokens",
+    "Journal",
+    "Listener",
+    "ManualClock",
+    "MemoryTaskStore",
+    "MockRequest",
+    "MockResponse",
+    "MockServer",
+    "PortInUse",
+    "Provider",
+    "RateLimiter",
+    "Route",
+    "ScaledClock",
+    "Served",
+    "StoreFull",
+    "TLSMaterial",
+    "Task",
+    "TaskStore",
+    "dumps",
+    "make_app",
+    "make_clock",
+    "mock_router",
+    "new_task",
+    "parse_faults",
+    "redact_headers",
+    "redact_query",
+    "redact_url",
+    "render",
+    "route",
+    "start",
+]

@@ -1,0 +1,83 @@
+"""Serve a MockServer over real sockets with aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+from multidict import CIMultiDictProxy
+
+from ._http import MockRequest
+from ._server import MockServer
+
+__all__ = ["make_app"]
+
+SERVER_KEY: web.AppKey[MockServer] = web.AppKey("mock_server", MockServer)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """Read at most ``limit + 1`` bytes: enough to know a body is too large, never more."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await request.content.read(min(65_536, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def make_app(server: MockServer, role: str | None = None) -> web.Application:
+    """An aiohttp application answering every path with ``server`` for one of its hosts."""
+    role = role or server.roles[0]
+    app = web.Application(client_max_size=server.max_body + 1)
+    app[SERVER_KEY] = server
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        declared = request.content_length
+        if declared is not None and declared > server.max_body:
+            # Answer from the header alone: a huge body is never read into memory.
+            body = b"\0" * (server.max_body + 1)
+        else:
+            body = await _read_body(request, server.max_body)
+        mreq = MockRequest(
+            method=request.method,
+            path=request.path,
+            query=request.query,
+            headers=CIMultiDictProxy(request.headers.copy()),
+            body=body,
+            base_url=f"{request.scheme}://{request.host}",
+            role=role,
+            peer=request.remote,
+        )
+        response = await server.dispatch(mreq)
+        if response.action == "reset":
+            if request.transport is not None:
+                request.transport.abort()
+            raise asyncio.CancelledError  # nothing is written to a dropped connection
+        if not response.is_stream:
+            assert isinstance(response.body, bytes | bytearray)
+            return web.Response(status=response.status, headers=response.headers, body=response.body)
+        stream = web.StreamResponse(status=response.status, headers=response.headers)
+        stream.enable_chunked_encoding()
+        body_iter = response.body
+        assert not isinstance(body_iter, bytes | bytearray)
+        try:
+            await stream.prepare(request)
+            async for chunk in body_iter:
+                await stream.write(chunk)
+            await stream.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            # The client went away: stop producing; the finally below releases the stream.
+            pass
+        finally:
+            aclose = getattr(body_iter, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+        return stream
+
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
+
+__all__ = ["BodyError", "MockRequest", "MockResponse", "dumps"]
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON, UTF-8, non-ASCII kept as is (as the providers send it)."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+class BodyError(ValueError):
+    """The request body is not the JSON the route needs."""
+
+
+@dataclass
+class MockRequest:
+    """A transport-neutral HTTP request, built by the aiohttp or respx adapter."""
+
+    method: str
+    path: str
+    query: MultiDictProxy[str]
+    headers: CIMultiDictProxy[str]
+    body: bytes
+    base_url: str  # scheme://host[:port] as the client reached the mock
+    role: str = "api"  # which of the provider's hosts was addressed (fal: "queue" or "run")
+    params: dict[str, str] = field(default_factory=dict)  # filled by the router
+    peer: str | None = None
+    _json: Any = field(default=None, repr=False)
+    _parsed: bool = field(default=False, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | MultiDict[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: bytes = b"",
+        base_url: str = "http://127.0.0.1",
+        role: str = "api",
+    ) -> MockRequest:
+        """Convenience constructor for in-process use and tests."""
+        return cls(
+            method=method.upper(),
+            path=path,
+            query=MultiDictProxy(MultiDict(query or {})),
+            headers=CIMultiDictProxy(CIMultiDict(headers or {})),
+            body=body,
+            base_url=base_url.rstrip("/"),
+            role=role,
+        )
+
+    def json(self) -> Any:
+        """The body parsed as JSON; :class:`BodyError` says why it is not."""
+        if not self._parsed:
+            if not self.body.strip():
+                raise BodyError("request body is empty; a JSON object is required")
+            try:
+                self._json = json.loads(self.body)
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise BodyError(f"request body is not valid JSON: {exc}") from exc
+            self._parsed = True
+        return self._json
+
+    def json_object(self) -> dict[str, Any]:
+        data = self.json()
+        if not isinstance(data, dict):
+            raise BodyError(f"request body must be a JSON object, got {type(data).__name__}")
+        return data
+
+    def url(self, path: str) -> str:
+        """An absolute URL on the host the client used."""
+        return self.base_url + path
+
+
+@dataclass
+class MockResponse:
+    """What a handler answers: bytes, or an async iterator of chunks for a stream.
+
+    ``action="reset"`` tells the adapter to drop the connection instead of answering.
+    """
+
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | AsyncIterator[bytes] = b""
+    action: str = "respond"
+    on_close: Callable[[], None] | None = None  # called once when a stream ends or is dropped
+
+    @classmethod
+    def json(
+        cls, data: Any, status: int = 200, headers: Mapping[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> MockResponse:
+        return cls(status, {"Content-Type": content_type, **(headers or {})}, dumps(data))
+
+    @classmethod
+    def raw(
+        cls, body: bytes, status: int = 200, content_type: str = "application/octet-stream",
+        headers: Mapping[str, str] | None = None,
+    ) -> MockResponse:
+        return cls(status, {"Content-Type": content_type, **(headers or {})}, body)
+
+    @classmethod
+    def stream(
+        cls, chunks: AsyncIterator[bytes], content_type: str, status: int = 200,
+        headers: Mapping[str, str] | None = None,
+    ) -> MockResponse:
+        base = {"Content-Type": content_type, "Cache-Control": "no-cache"}
+        return cls(status, {**base, **(headers or {})}, chunks)
+
+    @classmethod
+    def reset(cls) -> MockResponse:
+        return cls(status=0, action="reset")
+
+    @property
+    def is_stream(self) -> bool:
+        return not isinstance(self.body, bytes | bytearray)
+
+    def json_body(self) -> Any:
+        assert isinstance(self.body, bytes | bytearray), "a stream has no single JSON body"
+        return json.loads(self.body)

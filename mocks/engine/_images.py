@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import io
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+from PIL import Image, ImageDraw
+
+__all__ = ["FORMATS", "ImageSpec", "ImageTokenError", "ImageTokens", "render"]
+
+# format -> (Pillow format name, MIME type, file extension)
+FORMATS = {
+    "png": ("PNG", "image/png", ".png"),
+    "jpeg": ("JPEG", "image/jpeg", ".jpeg"),
+    "jpg": ("JPEG", "image/jpeg", ".jpg"),
+    "webp": ("WEBP", "image/webp", ".webp"),
+}
+MAX_SIDE = 4096
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """Everything that determines a placeholder image: same spec, same bytes."""
+
+    width: int
+    height: int
+    fmt: str = "png"
+    seed: int = 0
+    index: int = 0
+    prompt_hash: str = ""
+
+    @classmethod
+    def of(
+        cls, width: int, height: int, *, fmt: str = "png", prompt: str = "", seed: int = 0,
+        index: int = 0,
+    ) -> ImageSpec:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown image format {fmt!r}; valid: {', '.join(FORMATS)}")
+        if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
+            raise ValueError(f"image size {width}x{height} outside 1..{MAX_SIDE}")
+        digest = hashlib.sha256(prompt.encode()).hexdigest()[:12]
+        return cls(width, height, fmt, seed, index, digest)
+
+    @property
+    def content_type(self) -> str:
+        return FORMATS[self.fmt][1]
+
+    @property
+    def extension(self) -> str:
+        return FORMATS[self.fmt][2]
+
+
+@lru_cache(maxsize=64)
+def render(spec: ImageSpec) -> bytes:
+    """A deterministic image at exactly ``spec``'s size: colour bands derived from its inputs."""
+    key = hashlib.sha256(
+        f"{spec.prompt_hash}|{spec.seed}|{spec.index}|{spec.width}x{spec.height}".encode()
+    ).digest()
+    image = Image.new("RGB", (spec.width, spec.height), (key[0], key[1], key[2]))
+    draw = ImageDraw.Draw(image)
+    bands = 6
+    for i in range(bands):
+        colour = (key[3 + 3 * i], key[4 + 3 * i], key[5 + 3 * i])
+        x0 = spec.width * i // bands
+        draw.rectangle(
+            [x0, spec.height // 4, spec.width * (i + 1) // bands - 1, spec.height * 3 // 4],
+            fill=colour,
+        )
+    out = io.BytesIO()
+    pil_format = FORMATS[spec.fmt][0]
+    if pil_format == "JPEG":
+        image.save(out, pil_format, quality=80)
+    else:
+        image.save(out, pil_format)
+    return out.getvalue()
+
+
+class ImageTokenError(ValueError):
+    def __init__(self, reason: str, *, expired: bool = False) -> None:
+        super().__init__(reason)
+        self.expired = expired
+
+
+class ImageTokens:
+    """Self-contained, signed image references: no image is stored, each is drawn on request.
+
+    A token carries the :class:`ImageSpec` and an optional expiry (provider time), signed with
+    HMAC-SHA256 so a client cannot forge or extend one.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def _mac(self, payload: bytes) -> str:
+        digest = hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def issue(self, spec: ImageSpec, *, expires_at: float | None = None) -> str:
+        fields = [spec.width, spec.height, spec.fmt, spec.seed, spec.index, spec.prompt_hash]
+        if expires_at is not None:
+            fields.append(int(expires_at))
+        payload = base64.urlsafe_b64encode(json.dumps(fields, separators=(",", ":")).encode())
+        body = payload.rstrip(b"=")
+        return body.decode() + "." + self._mac(body)
+
+    def open(self, token: str, *, now: float) -> ImageSpec:
+        body, _, mac = token.partition(".")
+        if not mac or not hmac.compare_digest(mac, self._mac(body.encode())):
+            raise ImageTokenError("image reference has a bad signature")
+        try:
+            fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            spec = ImageSpec(*fields[:6])
+        except (ValueError, TypeError) as exc:
+            raise ImageTokenError("image reference is malformed") from exc
+        if len(fields) > 6 and now > fields[6]:
+            raise ImageTokenError("image link has expired", expired=True)
+        return spec

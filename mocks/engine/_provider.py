@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from contracts import ErrorSpec
+
+from ._http import MockRequest, MockResponse
+
+if TYPE_CHECKING:
+    from ._server import Call, MockServer
+
+__all__ = ["Provider", "Route", "route"]
+
+Handler = Callable[[Any, MockRequest, "Call"], Awaitable[MockResponse]]
+F = TypeVar("F", bound=Callable[..., Any])
+_PARAM = re.compile(r"\{(\w+)(?::([^}]+))?\}")
+
+
+@dataclass(frozen=True)
+class Route:
+    """One provider route: ``{name}`` matches a path segment, ``{name:REGEX}`` a regex."""
+
+    method: str
+    pattern: str
+    handler: str
+    operation: str | None
+    role: str
+    auth: bool
+    regex: re.Pattern[str]
+
+    @classmethod
+    def compile(
+        cls, method: str, pattern: str, handler: str, operation: str | None, role: str, auth: bool
+    ) -> Route:
+        regex, pos = "", 0
+        for m in _PARAM.finditer(pattern):
+            regex += re.escape(pattern[pos : m.start()])
+            regex += f"(?P<{m.group(1)}>{m.group(2) or '[^/]+'})"
+            pos = m.end()
+        regex += re.escape(pattern[pos:])
+        return cls(method.upper(), pattern, handler, operation, role, auth, re.compile(regex + r"\Z"))
+
+
+def route(
+    method: str, pattern: str, *, operation: str | None = None, role: str = "api", auth: bool = True
+) -> Callable[[F], F]:
+    """Declare a provider method as the handler of ``method pattern``.
+
+    ``operation`` is the contract's operationId (faults and the harness select by it);
+    ``role`` names which of the provider's hosts serves it; ``auth`` asks the engine to
+    check the contract's auth scheme before the handler runs.
+    """
+
+    def mark(func: F) -> F:
+        routes = list(getattr(func, "__mock_routes__", ()))
+        routes.append((method, pattern, operation, role, auth))
+        func.__mock_routes__ = routes  # type: ignore[attr-defined]
+        return func
+
+    return mark
+
+
+class Provider(ABC):
+    """Base of every provider simulator. Subclasses declare routes and their error envelope.
+
+    Everything shared lives in the engine; a provider module holds what is particular to
+    its API: validation, bodies, the error envelope.
+    """
+
+    id: ClassVar[str]
+    #: Where the engine serves signed image links for this provider (None: the provider serves
+    #: its own file routes, as Dify and yunyx do).
+    image_prefix: ClassVar[str | None] = "/images/"
+
+    def __init__(self, server: MockServer) -> None:
+        self.server = server
+        self.contract = server.contract
+
+    @classmethod
+    def routes(cls) -> list[Route]:
+        found: list[Route] = []
+        for name in dir(cls):
+            func = getattr(cls, name, None)
+            for method, pattern, operation, role, auth in getattr(func, "__mock_routes__", ()):
+                found.append(Route.compile(method, pattern, name, operation, role, auth))
+        # Longer literal prefixes first, so /requests/{id}/status wins over /requests/{id}.
+        found.sort(key=lambda r: -len(_PARAM.sub("", r.pattern)))
+        return found
+
+    def option(self, name: str) -> str:
+        return self.server.option(name)
+
+    def error_spec(self, status: int) -> ErrorSpec:
+        spec = self.contract.behaviour.errors.get(status)
+        if spec is None:
+            return ErrorSpec(status, None, f"HTTP {status}", "")
+        return spec
+
+    # --- the provider's own answers; override what differs -------------------------------
+
+    @abstractmethod
+    def error(
+        self,
+        request: MockRequest,
+        status: int,
+        code: str | int | None = None,
+        message: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> MockResponse:
+        """An error in the provider's envelope. Every provider defines its own."""
+
+    def auth_error(self, request: MockRequest, reason: str) -> MockResponse:
+        """``reason`` is "missing", "scheme" or "invalid"."""
+        return self.error(request, 401)
+
+    def not_found(self, request: MockRequest) -> MockResponse:
+        return self.error(request, 404)
+
+    def too_large(self, request: MockRequest, limit: int) -> MockResponse:
+        return self.error(request, 413, message=f"Request body exceeds {limit} bytes.")
+
+    def rate_limited(self, request: MockRequest, retry_after: float) -> MockResponse:
+        return self.error(request, 429, headers={"Retry-After": _retry_after(retry_after)})
+
+    def overloaded(self, request: MockRequest) -> MockResponse:
+        """The task store is full of live tasks."""
+        return self.error(request, 503)
+
+    def malformed(self, request: MockRequest) -> MockResponse:
+        return MockResponse.raw(b'{"status": "succ', 200, "application/json")
+
+    def describe_task(self, task: Any) -> dict[str, Any]:
+        """What the admin API shows of a task beyond its timeline."""
+        return {k: v for k, v in task.data.items() if isinstance(v, str | int | float | bool)}
+
+    def on_reset(self) -> None:
+        """Forget provider-level state beyond tasks (queues, uploads)."""
+
+
+def _retry_after(seconds: float) -> str:
+    whole = int(seconds)
+    return str(whole if whole == seconds else whole + 1)

@@ -1,0 +1,120 @@
+"""Run one or more MockServers on real sockets: ports, TLS, clean shutdown."""
+
+from __future__ import annotations
+
+import errno
+import ssl
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from ._aiohttp import make_app
+from ._server import MockServer
+
+__all__ = ["DEFAULT_PORTS", "Listener", "PortInUse", "Served", "TLSMaterial", "start"]
+
+#: One default port per provider for its primary host; extra hosts (fal's sync host) take port 0.
+DEFAULT_PORTS = {"cloudsway": 8701, "acedata": 8702, "fal": 8703, "yunyx": 8704, "dify": 8705}
+
+
+class PortInUse(OSError):
+    pass
+
+
+@dataclass
+class TLSMaterial:
+    """A throwaway CA and a certificate for 127.0.0.1/localhost, made with trustme."""
+
+    ca_path: Path
+    context: ssl.SSLContext
+
+    @classmethod
+    def create(cls, directory: Path | None = None, hosts: tuple[str, ...] = ()) -> TLSMaterial:
+        import trustme
+
+        ca = trustme.CA()
+        cert = ca.issue_cert("127.0.0.1", "localhost", "::1", *hosts)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        cert.configure_cert(context)
+        folder = directory or Path(tempfile.mkdtemp(prefix="imagegen-tls-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        ca_path = folder / "ca.pem"
+        ca.cert_pem.write_to_path(str(ca_path))
+        return cls(ca_path, context)
+
+
+@dataclass
+class Listener:
+    provider: str
+    role: str
+    url: str
+    primary: bool
+
+
+@dataclass
+class Served:
+    """Servers that are accepting connections; ``await served.close()`` stops them."""
+
+    servers: list[MockServer]
+    listeners: list[Listener]
+    runners: list[web.AppRunner] = field(default_factory=list)
+    tls: TLSMaterial | None = None
+
+    def url(self, provider: str, role: str | None = None) -> str:
+        for item in self.listeners:
+            if item.provider == provider and (item.role == role or (role is None and item.primary)):
+                return item.url
+        raise KeyError(f"{provider} {role or ''} is not served")
+
+    async def close(self) -> None:
+        for server in self.servers:
+            await server.aclose()
+        for runner in self.runners:
+            await runner.cleanup()
+        self.runners.clear()
+
+
+async def start(
+    servers: list[MockServer],
+    *,
+    host: str = "127.0.0.1",
+    ports: dict[str, int] | None = None,
+    tls: TLSMaterial | None = None,
+    shutdown_timeout: float = 5.0,
+) -> Served:
+    """Bind every server's hosts. ``ports`` maps a provider id to its primary port (0: free port)."""
+    served = Served(servers, [], tls=tls)
+    scheme = "https" if tls else "http"
+    try:
+        for server in servers:
+            for index, role in enumerate(server.roles):
+                port = (ports or {}).get(server.provider_id, 0) if index == 0 else 0
+                runner = web.AppRunner(
+                    make_app(server, role), access_log=None, shutdown_timeout=shutdown_timeout
+                )
+                await runner.setup()
+                site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls else None)
+                try:
+                    await site.start()
+                except OSError as exc:
+                    await runner.cleanup()
+                    if exc.errno == errno.EADDRINUSE:
+                        raise PortInUse(
+                            exc.errno,
+                            f"port {port} on {host} is in use (for {server.provider_id}); "
+                            f"pass --port 0 for a free port or --port N for another",
+                        ) from exc
+                    raise
+                served.runners.append(runner)
+                sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+                bound = sockets[0].getsockname()[1]
+                shown = f"[{host}]" if ":" in host else host
+                served.listeners.append(
+                    Listener(server.provider_id, role, f"{scheme}://{shown}:{bound}", index == 0)
+                )
+    except BaseException:
+        await served.close()
+        raise
+    return served

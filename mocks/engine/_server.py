@@ -1,0 +1,432 @@
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import time
+import traceback
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+import contracts
+from contracts import Contract, ContractError
+
+from ._clock import Clock
+from ._faults import FaultError, FaultPlan, FaultSpec, parse_faults, select_header
+from ._http import MockRequest, MockResponse
+from ._images import ImageSpec, ImageTokenError, ImageTokens, render
+from ._journal import EVENT_LIMIT, Exchange, Journal, body_text, redact_headers, redact_query
+from ._provider import Provider, Route
+from ._ratelimit import RateLimiter
+from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
+
+__all__ = ["ADMIN_PREFIX", "Call", "MockServer"]
+
+ADMIN_PREFIX = "/__mock/"
+FAULT_HEADER = "X-Mock-Fault"
+SCENARIO_HEADER = "X-Mock-Scenario"
+LIFECYCLES = ("time", "polls")
+
+
+class Call:
+    """What a handler gets besides the request: the server's state and this request's faults."""
+
+    __slots__ = ("faults", "request", "route", "server")
+
+    def __init__(self, server: MockServer, request: MockRequest, route: Route | None,
+                 faults: list[FaultSpec]) -> None:
+        self.server = server
+        self.request = request
+        self.route = route
+        self.faults = faults
+
+    @property
+    def now(self) -> float:
+        return self.server.clock.now()
+
+    @property
+    def tasks(self) -> TaskStore:
+        return self.server.tasks
+
+    @property
+    def rng(self) -> random.Random:
+        return self.server.rng
+
+    def fault(self, name: str) -> FaultSpec | None:
+        """The fault ``name`` if it fires for this request (task_fail, never_finish, ...)."""
+        for spec in self.faults:
+            if spec.name == name:
+                return spec
+        return None
+
+    def new_task(self, data: dict[str, Any], *, task_id: str | None = None) -> Task:
+        """Create and store a task whose timeline follows the contract's lifecycle.
+
+        Raises :class:`StoreFull` when the store is full; the engine answers ``overloaded``.
+        """
+        lifecycle = self.server.contract.behaviour.lifecycle
+        if lifecycle is None:
+            raise ContractError(f"{self.server.provider_id} declares no lifecycle")
+        task = new_task(
+            lifecycle,
+            now=self.now,
+            rng=self.rng,
+            mode=self.server.lifecycle,
+            fail=self.fault("task_fail") is not None,
+            never_finish=self.fault("never_finish") is not None,
+            task_id=task_id,
+            data=data,
+        )
+        self.server.tasks.add(task)
+        return task
+
+    def image_url(self, spec: ImageSpec, *, expires_at: float | None = None) -> str:
+        """A link to a placeholder image the mock serves (engine route, provider's prefix)."""
+        if self.fault("expired_url") is not None:
+            expires_at = self.now - 1
+        prefix = self.server.provider.image_prefix
+        if prefix is None:
+            raise RuntimeError(f"{self.server.provider_id} serves its own image routes")
+        token = self.server.images.issue(spec, expires_at=expires_at)
+        return self.request.url(f"{prefix}{token}{spec.extension}")
+
+
+class MockServer:
+    """One provider's simulator: its clock, tasks, faults, journal, and dispatch.
+
+    Transport-neutral: the aiohttp adapter and the respx router both call :meth:`dispatch`.
+
+    >>> server = MockServer("cloudsway", clock="manual", seed=1)
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        clock: Clock | str | None = None,
+        time_scale: float = 1.0,
+        seed: int | None = None,
+        lifecycle: str = "time",
+        api_keys: Iterable[str] = (),
+        faults: Iterable[str | FaultSpec] = (),
+        options: Mapping[str, str] | None = None,
+        rate_limit: str | None = None,
+        journal_size: int = 10_000,
+        max_tasks: int | None = None,
+        public_url: str | None = None,
+        admin_token: str | None = None,
+        allow_hosts: Iterable[str] = (),
+        store: TaskStore | None = None,
+    ) -> None:
+        from .._registry import provider_class  # the registry imports provider modules
+
+        self.contract: Contract = contracts.load(provider)
+        self.provider_id = self.contract.provider
+        behaviour = self.contract.behaviour
+        if isinstance(clock, str) or clock is None:
+            from ._clock import make_clock
+
+            kind = clock or ("scaled" if time_scale != 1.0 else "real")
+            clock = make_clock(kind, time_scale)
+        self.clock: Clock = clock
+        if lifecycle not in LIFECYCLES:
+            raise ValueError(f"unknown lifecycle {lifecycle!r}; valid: {', '.join(LIFECYCLES)}")
+        self.lifecycle = lifecycle
+        self.seed = seed
+        self.rng = random.Random(seed)
+        secret = (
+            hashlib.sha256(f"imagegen-conformance:{seed}".encode()).digest()
+            if seed is not None
+            else os.urandom(32)
+        )
+        self.secret = secret
+        self.images = ImageTokens(secret)
+        self.api_keys = frozenset(api_keys)
+        self.options = self._options(options or {})
+        limits = behaviour.limits
+        self.max_body = int(limits.get("max_body_bytes", 1_048_576))
+        self.tasks: TaskStore = store or MemoryTaskStore(
+            self.clock,
+            retention=behaviour.retention.task,
+            max_tasks=max_tasks or int(limits.get("max_tasks", 100_000)),
+        )
+        self.journal = Journal(journal_size)
+        self.faults = FaultPlan([f if isinstance(f, FaultSpec) else FaultSpec.parse(f) for f in faults])
+        self.rate_limiter = self._rate_limiter(rate_limit)
+        self.public_url = public_url.rstrip("/") if public_url else None
+        self.admin_token = admin_token
+        self.allow_hosts = frozenset(allow_hosts)
+        self.provider: Provider = provider_class(self.provider_id)(self)
+        self.routes = self.provider.routes()
+        # The first role is the primary host: the one `serve` prints and the default for requests.
+        self.roles = tuple(dict.fromkeys([*behaviour.hosts, *(r.role for r in self.routes)])) or ("api",)
+        self._image_prefix = self.provider.image_prefix
+        self.background: set[asyncio.Task[Any]] = set()
+        self.errors: list[str] = []  # handler crashes, newest last; surfaced by tests and reports
+
+    # --- configuration -------------------------------------------------------------------
+
+    def _options(self, given: Mapping[str, str]) -> dict[str, str]:
+        declared = self.contract.behaviour.options
+        out = {name: opt.default for name, opt in declared.items()}
+        for name, value in given.items():
+            name = name.split(".", 1)[1] if name.startswith(self.provider_id + ".") else name
+            if name not in declared:
+                known = ", ".join(declared) or "none"
+                raise ValueError(f"{self.provider_id} has no option {name!r}; options: {known}")
+            if str(value) not in declared[name].choices:
+                raise ValueError(
+                    f"{self.provider_id} option {name}={value!r}: valid values are "
+                    + ", ".join(declared[name].choices)
+                )
+            out[name] = str(value)
+        return out
+
+    def option(self, name: str) -> str:
+        return self.options[name]
+
+    def _rate_limiter(self, spec: str | None) -> RateLimiter | None:
+        if spec in (None, "", "off"):
+            return None
+        if spec == "contract":
+            rl = self.contract.behaviour.limits.get("rate_limit")
+            if not rl:
+                raise ValueError(f"{self.provider_id}'s contract declares no rate limit")
+            return RateLimiter(self.clock, int(rl["requests"]), float(rl["per_seconds"]))
+        assert spec is not None
+        return RateLimiter.parse(self.clock, spec)
+
+    def reset(self) -> None:
+        """Forget tasks, journal, run faults and rate-limit state; keep the configuration."""
+        self.tasks.clear()
+        self.journal.clear()
+        self.faults.clear()
+        self.errors.clear()
+        if self.rate_limiter:
+            self.rate_limiter.reset()
+        self.provider.on_reset()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run a background job (a webhook delivery) that :meth:`aclose` waits for or cancels."""
+        task = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    async def aclose(self) -> None:
+        for task in list(self.background):
+            task.cancel()
+        if self.background:
+            await asyncio.gather(*self.background, return_exceptions=True)
+
+    # --- dispatch ------------------------------------------------------------------------
+
+    def match(self, request: MockRequest) -> tuple[Route | None, bool]:
+        """The route for a request, and whether some route had the path but not the method."""
+        path_matched = False
+        for route in self.routes:
+            if route.role != request.role:
+                continue
+            m = route.regex.match(request.path)
+            if m is None:
+                continue
+            if route.method != request.method:
+                path_matched = True
+                continue
+            request.params = m.groupdict()
+            return route, False
+        return None, path_matched
+
+    async def dispatch(self, request: MockRequest) -> MockResponse:
+        """Answer one request exactly as the provider would, faults and all."""
+        if self.public_url:
+            request.base_url = self.public_url
+        if request.path.startswith(ADMIN_PREFIX):
+            from ._admin import handle_admin
+
+            return await handle_admin(self, request)
+        started = time.perf_counter()
+        route, _ = self.match(request)
+        operation = route.operation if route else None
+        if route is None and self._image_prefix and request.path.startswith(self._image_prefix):
+            operation = "downloadImage"
+        exchange = Exchange(
+            seq=self.journal.next_seq(),
+            provider=self.provider_id,
+            role=request.role,
+            operation=operation,
+            method=request.method,
+            path=request.path,
+            query=redact_query(request.query.items()),
+            request_headers=redact_headers(request.headers.items()),
+            request_body=body_text(request.body, request.headers.get("Content-Type")),
+            started_at=time.time(),
+            provider_time=self.clock.now(),
+        )
+        try:
+            faults = self._faults_for(request, operation)
+        except (FaultError, ContractError) as exc:
+            # A bad X-Mock-Fault header is the test author's mistake: say so plainly.
+            response = MockResponse.json({"mock_error": str(exc)}, 400, {"X-Mock-Error": "bad-fault"})
+            faults = []
+        else:
+            exchange.faults = [str(f) for f in faults]
+            try:
+                response = await self._answer(request, route, operation, faults)
+            except Exception as exc:  # a handler crash is a mock bug: record it, answer, surface it
+                exchange.error = traceback.format_exc()
+                self.errors.append(f"{request.method} {request.path}: {exc!r}")
+                response = self.provider.error(request, 500, message="mock handler crashed")
+                response.headers["X-Mock-Error"] = "handler-crashed"
+        exchange.status = response.status if response.action == "respond" else None
+        exchange.response_headers = redact_headers(response.headers.items())
+        if response.is_stream:
+            truncate = next((f for f in faults if f.name == "truncate"), None)
+            response.body = self._tap(
+                response, exchange, started, None if truncate is None else int(truncate.number(1))
+            )
+        else:
+            assert isinstance(response.body, bytes | bytearray)
+            exchange.response_body = body_text(bytes(response.body), response.headers.get("Content-Type"))
+            exchange.duration_ms = (time.perf_counter() - started) * 1000
+            exchange.complete = True
+        self.journal.append(exchange)
+        return response
+
+    def _faults_for(self, request: MockRequest, operation: str | None) -> list[FaultSpec]:
+        header = request.headers.get(FAULT_HEADER)
+        specs = select_header(parse_faults(header), operation, self.rng) if header else []
+        scenario = request.headers.get(SCENARIO_HEADER)
+        if scenario:
+            chosen = self.contract.scenario(scenario)
+            specs += select_header([FaultSpec.parse(f) for f in chosen.faults], operation, self.rng)
+        if self.faults:
+            specs += self.faults.select(operation, self.rng)
+        return specs
+
+    async def _answer(
+        self, request: MockRequest, route: Route | None, operation: str | None,
+        faults: list[FaultSpec],
+    ) -> MockResponse:
+        provider = self.provider
+        for spec in faults:
+            if spec.name == "latency":
+                await asyncio.sleep(spec.latency_seconds(self.rng))
+        names = {f.name for f in faults}
+        if "reset" in names:
+            return MockResponse.reset()
+        if operation == "downloadImage":
+            return self._serve_image(request)
+        if route is None:
+            return provider.not_found(request)
+        if "rate_limit" in names:
+            spec = next(f for f in faults if f.name == "rate_limit")
+            return provider.rate_limited(request, spec.number(1.0))
+        if "http" in names:
+            status, code = next(f for f in faults if f.name == "http").http_status()
+            return provider.error(request, status, code)
+        if route.auth:
+            denied = self._check_auth(request)
+            if denied is not None:
+                return denied
+        if self.rate_limiter is not None:
+            key = self.contract.behaviour.auth.key_of(
+                request.headers.get(self.contract.behaviour.auth.header)
+            )
+            wait = self.rate_limiter.check(key or request.peer or "anonymous")
+            if wait > 0:
+                return provider.rate_limited(request, wait)
+        if len(request.body) > self.max_body:
+            return provider.too_large(request, self.max_body)
+        handler = getattr(provider, route.handler)
+        try:
+            response: MockResponse = await handler(request, Call(self, request, route, faults))
+        except StoreFull:
+            return provider.overloaded(request)
+        if "malformed" in names:
+            return provider.malformed(request)
+        return response
+
+    def _check_auth(self, request: MockRequest) -> MockResponse | None:
+        auth = self.contract.behaviour.auth
+        value = request.headers.get(auth.header)
+        if not value:
+            return self.provider.auth_error(request, "missing")
+        if not auth.well_formed(value):
+            return self.provider.auth_error(request, "scheme")
+        if self.api_keys and auth.key_of(value) not in self.api_keys:
+            return self.provider.auth_error(request, "invalid")
+        return None
+
+    def _serve_image(self, request: MockRequest) -> MockResponse:
+        assert self._image_prefix is not None
+        name = request.path[len(self._image_prefix) :]
+        token = name.rsplit(".", 1)[0]
+        if request.method not in ("GET", "HEAD"):
+            return self.provider.not_found(request)
+        try:
+            spec = self.images.open(token, now=self.clock.now())
+        except ImageTokenError as exc:
+            status = 403 if exc.expired else 404
+            return MockResponse.raw(str(exc).encode(), status, "text/plain; charset=utf-8")
+        body = render(spec)
+        return MockResponse.raw(
+            b"" if request.method == "HEAD" else body, 200, spec.content_type,
+            {"Cache-Control": "public, max-age=3600"},
+        )
+
+    async def _tap(
+        self, response: MockResponse, exchange: Exchange, started: float, limit: int | None
+    ) -> AsyncIterator[bytes]:
+        """Copy a stream's chunks into the journal as they pass; honour a truncate fault."""
+        inner = response.body
+        assert not isinstance(inner, bytes | bytearray)
+        sent = 0
+        try:
+            async for chunk in inner:
+                if limit is not None and sent >= limit:
+                    break
+                sent += 1
+                if len(exchange.events) < EVENT_LIMIT:
+                    exchange.events.append(chunk.decode("utf-8", errors="replace"))
+                yield chunk
+        finally:
+            aclose = getattr(inner, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            exchange.duration_ms = (time.perf_counter() - started) * 1000
+            exchange.complete = True
+            if response.on_close is not None:
+                response.on_close()
+
+    # --- convenience for in-process use --------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        body: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+        role: str | None = None,
+    ) -> MockResponse:
+        """Call the mock directly, without any transport (for tests and tools)."""
+        from ._http import dumps
+
+        hdrs = dict(headers or {})
+        if json is not None:
+            body = dumps(json)
+            hdrs.setdefault("Content-Type", "application/json")
+        return await self.dispatch(
+            MockRequest.build(
+                method, path, query=query, headers=hdrs, body=body, role=role or self.roles[0]
+            )
+        )
+
+    def base_url_for(self, role: str) -> str | None:
+        """The provider's real URL for a role (respx mounts the mock there)."""
+        return self.contract.behaviour.hosts.get(role)
+

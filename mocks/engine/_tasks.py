@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import math
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from contracts import Lifecycle
+
+from ._clock import Clock
+
+__all__ = ["MemoryTaskStore", "StoreFull", "Task", "TaskStore", "new_task"]
+
+
+class StoreFull(RuntimeError):
+    """The store holds its maximum of live tasks; the provider answers with its overload error."""
+
+
+class Task:
+    """A task is a timeline, not a coroutine: its state at any moment is computed from the clock.
+
+    ``durations[i]`` is how long (provider seconds) the task stays in ``states[i]``; after the
+    last phase it is in ``final``. With ``mode == "polls"`` the task moves one step per poll
+    instead (``polls_needed[i]`` polls in ``states[i]``). ``end()`` cuts the timeline short
+    (cancel, stop). Nothing runs in the background: 100k tasks cost only their memory.
+    """
+
+    __slots__ = (
+        "_terminal_at",
+        "created_at",
+        "data",
+        "durations",
+        "ended",
+        "final",
+        "id",
+        "mode",
+        "polls",
+        "polls_needed",
+        "states",
+        "terminal",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        created_at: float,
+        states: tuple[str, ...],
+        durations: tuple[float, ...],
+        polls_needed: tuple[int | float, ...],
+        final: str,
+        terminal: tuple[str, ...],
+        mode: str = "time",
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = task_id
+        self.created_at = created_at
+        self.states = states
+        self.durations = durations
+        self.polls_needed = polls_needed
+        self.final = final
+        self.terminal = terminal
+        self.mode = mode
+        self.data: dict[str, Any] = data if data is not None else {}
+        self.polls = 0
+        self.ended: tuple[str, float] | None = None
+        self._terminal_at: float | None = None
+
+    def state(self, now: float) -> str:
+        return self.phase(now)[0]
+
+    def phase(self, now: float) -> tuple[str, float, float]:
+        """(state, provider seconds spent in it so far, its full length; inf when open-ended)."""
+        if self.ended is not None and now >= self.ended[1]:
+            return self.ended[0], now - self.ended[1], math.inf
+        if self.mode == "polls":
+            left = float(self.polls)
+            for state, need in zip(self.states, self.polls_needed, strict=True):
+                if left < need:
+                    return state, left, float(need)
+                left -= need
+            return self.final, left, math.inf
+        elapsed = now - self.created_at
+        for state, length in zip(self.states, self.durations, strict=True):
+            if elapsed < length:
+                return state, elapsed, length
+            elapsed -= length
+        return self.final, elapsed, math.inf
+
+    def entered_at(self, state: str) -> float | None:
+        """When (provider time) a time-driven task enters ``state``; None if it never does."""
+        at = self.created_at
+        for name, length in zip(self.states, self.durations, strict=True):
+            if name == state:
+                return at
+            at += length
+        return at if state == self.final and math.isfinite(at) else None
+
+    def is_terminal(self, now: float) -> bool:
+        return self.state(now) in self.terminal
+
+    def finished_at(self, now: float) -> float | None:
+        """When the task reached a terminal state, or None while it has not."""
+        if self.ended is not None and now >= self.ended[1]:
+            return self.ended[1]
+        if self.mode == "polls":
+            if self._terminal_at is None and self.is_terminal(now):
+                self._terminal_at = now
+            return self._terminal_at
+        end = self.created_at + sum(self.durations)
+        return end if end <= now else None
+
+    def end(self, state: str, at: float) -> bool:
+        """End the task early in ``state`` (cancelled, stopped); False if it had already ended."""
+        if self.is_terminal(at):
+            return False
+        self.ended = (state, at)
+        return True
+
+    def poll(self, now: float) -> str:
+        """Count one poll (it moves a poll-driven task) and return the state the client sees."""
+        self.polls += 1
+        state = self.state(now)
+        if state in self.terminal and self._terminal_at is None:
+            self._terminal_at = now
+        return state
+
+
+def new_task(
+    lifecycle: Lifecycle,
+    *,
+    now: float,
+    rng: random.Random,
+    mode: str = "time",
+    fail: bool = False,
+    never_finish: bool = False,
+    task_id: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> Task:
+    """Draw a task's timeline from the contract's lifecycle phases."""
+    phases = lifecycle.phases
+    durations = [rng.uniform(p.seconds.low, p.seconds.high) for p in phases]
+    polls: list[int | float] = [p.polls for p in phases]
+    if never_finish and phases:
+        durations[-1] = math.inf
+        polls[-1] = math.inf
+    if fail:
+        final = lifecycle.failure or lifecycle.terminal[-1]
+    else:
+        final = lifecycle.success or lifecycle.terminal[0]
+    return Task(
+        task_id or str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        now,
+        tuple(p.state for p in phases),
+        tuple(durations),
+        tuple(polls),
+        final,
+        lifecycle.terminal,
+        mode,
+        data,
+    )
+
+
+class TaskStore(Protocol):
+    """Where tasks live. The memory store is the default; a shared one (Redis) fits behind this."""
+
+    def add(self, task: Task) -> None: ...
+    def get(self, task_id: str) -> Task | None: ...
+    def remove(self, task_id: str) -> None: ...
+    def clear(self) -> None: ...
+    def __len__(self) -> int: ...
+    def __iter__(self) -> Iterator[Task]: ...
+
+
+class MemoryTaskStore:
+    """A bounded in-memory store that forgets tasks ``retention`` provider seconds after they end.
+
+    It never drops a live task to make room: when full of unfinished tasks it raises
+    :class:`StoreFull` and the provider answers with its overload error.
+    """
+
+    def __init__(self, clock: Clock, *, retention: float | None, max_tasks: int = 100_000) -> None:
+        self._clock = clock
+        self._retention = retention
+        self._max = max_tasks
+        self._tasks: OrderedDict[str, Task] = OrderedDict()
+
+    def _expired(self, task: Task, now: float) -> bool:
+        if self._retention is None:
+            return False
+        done = task.finished_at(now)
+        if done is None:
+            # A task that never ends is forgotten once it is as old as the retention window.
+            never = bool(task.durations) and math.isinf(task.durations[-1])
+            return never and now - task.created_at > self._retention
+        return now - done > self._retention
+
+    def sweep(self, budget: int | None = None) -> int:
+        """Forget expired tasks, oldest first; ``budget`` bounds how many are looked at."""
+        now = self._clock.now()
+        removed = 0
+        for seen, task_id in enumerate(list(self._tasks)):
+            if budget is not None and seen >= budget:
+                break
+            if self._expired(self._tasks[task_id], now):
+                del self._tasks[task_id]
+                removed += 1
+        return removed
+
+    def add(self, task: Task) -> None:
+        self.sweep(budget=4)
+        if len(self._tasks) >= self._max and not self.sweep():
+            raise StoreFull(f"the mock holds its maximum of {self._max} tasks")
+        self._tasks[task.id] = task
+
+    def get(self, task_id: str) -> Task | None:
+        task = self._tasks.get(task_id)
+        if task is not None and self._expired(task, self._clock.now()):
+            del self._tasks[task_id]
+            return None
+        return task
+
+    def remove(self, task_id: str) -> None:
+        self._tasks.pop(task_id, None)
+
+    def clear(self) -> None:
+        self._tasks.clear()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(list(self._tasks.values()))
