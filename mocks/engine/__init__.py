@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._aiohttp import make_app
 from ._clock import Clock, ManualClock, ScaledClock, make_clock
+from ._deliver import Deliverer, Delivery, DeliveryPolicy, refusal
 from ._faults import FAULTS, FaultError, FaultPlan, FaultSpec, parse_faults
 from ._http import BodyError, MockRequest, MockResponse, dumps
 from ._images import FORMATS, ImageSpec, ImageTokenError, ImageTokens, render
@@ -18,6 +19,7 @@ from ._ratelimit import RateLimiter
 from ._respx import mock_router
 from ._serve import DEFAULT_PORTS, Listener, PortInUse, Served, TLSMaterial, start
 from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, Call, MockServer
+from ._streams import ndjson_line, sse_comment, sse_event
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
 
 __all__ = [
@@ -30,6 +32,9 @@ __all__ = [
     "BodyError",
     "Call",
     "Clock",
+    "Deliverer",
+    "Delivery",
+    "DeliveryPolicy",
     "Exchange",
     "FaultError",
     "FaultPlan",
@@ -58,12 +63,16 @@ __all__ = [
     "make_app",
     "make_clock",
     "mock_router",
+    "ndjson_line",
     "new_task",
     "parse_faults",
     "redact_headers",
     "redact_query",
     "redact_url",
+    "refusal",
     "render",
     "route",
+    "sse_comment",
+    "sse_event",
     "start",
 ]

@@ -25,6 +25,7 @@ ENDPOINTS = {
     "DELETE /__mock/faults": "remove every run fault",
     "GET /__mock/clock": "provider time and the clock's kind",
     "POST /__mock/clock/advance": 'advance a manual clock: {"seconds": 5}',
+    "GET /__mock/deliveries": "webhooks and callbacks: delivered, failed, refused, pending",
     "GET /__mock/tasks": "every task the mock holds, with its current state",
     "GET /__mock/tasks/{id}": "one task",
 }
@@ -123,6 +124,10 @@ async def handle_admin(server: MockServer, request: MockRequest) -> MockResponse
             except RuntimeError as exc:
                 return _err(409, str(exc))
             return MockResponse.json({"now": now, "kind": server.clock.kind})
+        if path == "/deliveries" and method == "GET":
+            return MockResponse.json(
+                {"deliveries": [d.to_dict() for d in server.deliveries.records()]}
+            )
         if path == "/tasks" and method == "GET":
             return MockResponse.json({"tasks": [task_view(server, t) for t in server.tasks]})
         if path.startswith("/tasks/") and method == "GET":

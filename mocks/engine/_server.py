@@ -13,6 +13,7 @@ import contracts
 from contracts import Contract, ContractError
 
 from ._clock import Clock
+from ._deliver import Deliverer
 from ._faults import FaultError, FaultPlan, FaultSpec, parse_faults, select_header
 from ._http import MockRequest, MockResponse
 from ._images import ImageSpec, ImageTokenError, ImageTokens, render
@@ -163,6 +164,7 @@ class MockServer:
         self.roles = tuple(dict.fromkeys([*behaviour.hosts, *(r.role for r in self.routes)])) or ("api",)
         self._image_prefix = self.provider.image_prefix
         self.background: set[asyncio.Task[Any]] = set()
+        self.deliveries = Deliverer(self)
         self.errors: list[str] = []  # handler crashes, newest last; surfaced by tests and reports
 
     # --- configuration -------------------------------------------------------------------
@@ -203,6 +205,7 @@ class MockServer:
         self.journal.clear()
         self.faults.clear()
         self.errors.clear()
+        self.deliveries.clear()
         if self.rate_limiter:
             self.rate_limiter.reset()
         self.provider.on_reset()
@@ -219,6 +222,7 @@ class MockServer:
             task.cancel()
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
+        await self.deliveries.aclose()
 
     # --- dispatch ------------------------------------------------------------------------
 

@@ -1,0 +1,168 @@
+"""Webhook and callback delivery: the provider's payload, bounded retries, no SSRF by default."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from ._http import dumps
+from ._journal import redact_url
+
+if TYPE_CHECKING:
+    from ._server import MockServer
+
+__all__ = ["Delivery", "DeliveryPolicy", "Deliverer", "refusal"]
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard the provider tries: attempts, per-attempt timeout, waits between (provider s)."""
+
+    attempts: int = 3
+    timeout: float = 15.0
+    backoff: tuple[float, ...] = (1.0, 5.0, 30.0)
+
+    @classmethod
+    def from_contract(cls, raw: Mapping[str, Any] | None) -> DeliveryPolicy:
+        if not raw:
+            return cls()
+        return cls(
+            attempts=int(raw.get("attempts", 3)),
+            timeout=float(raw.get("timeout", 15.0)),
+            backoff=tuple(float(b) for b in raw.get("backoff", (1.0, 5.0, 30.0))),
+        )
+
+    def wait_before(self, attempt: int) -> float:
+        """Provider seconds to wait before attempt number ``attempt`` (2, 3, ...)."""
+        if not self.backoff:
+            return 0.0
+        return self.backoff[min(attempt - 2, len(self.backoff) - 1)]
+
+
+@dataclass
+class Delivery:
+    """One webhook or callback, as the admin API and the harness see it."""
+
+    id: int
+    kind: str  # "webhook", "callback"
+    url: str  # redacted
+    reference: str  # the task or request it reports on
+    status: str = "pending"  # pending | delivered | failed | refused
+    attempts: int = 0
+    responses: list[int | str] = field(default_factory=list)
+    reason: str | None = None
+    created_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def refusal(url: str, allow_hosts: frozenset[str]) -> str | None:
+    """Why ``url`` may not receive a delivery, or None when it may (loopback or allow-listed)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "not a URL"
+    if parts.scheme not in ("http", "https"):
+        return f"scheme {parts.scheme or '(none)'!r} is not http or https"
+    host = (parts.hostname or "").lower()
+    if not host:
+        return "URL has no host"
+    if host in allow_hosts or "*" in allow_hosts:
+        return None
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return f"host {host!r} is neither loopback nor allow-listed (serve --allow-host {host})"
+
+
+class Deliverer:
+    """Delivers payloads in the background; every attempt is recorded, none is silent."""
+
+    def __init__(self, server: MockServer, keep: int = 1_000) -> None:
+        self._server = server
+        self._lock = threading.Lock()
+        self._records: deque[Delivery] = deque(maxlen=keep)
+        self._next = 0
+        self._session: aiohttp.ClientSession | None = None
+
+    def records(self) -> list[Delivery]:
+        with self._lock:
+            return list(self._records)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._records.clear()
+
+    def send(
+        self,
+        kind: str,
+        url: str,
+        payload: Any,
+        *,
+        reference: str,
+        policy: DeliveryPolicy,
+        headers: Mapping[str, str] | None = None,
+        delay: float = 0.0,
+        copies: int = 1,
+    ) -> Delivery:
+        """Schedule a delivery (``copies`` > 1 models a duplicate webhook)."""
+        with self._lock:
+            self._next += 1
+            record = Delivery(self._next, kind, redact_url(url), reference)
+            self._records.append(record)
+        reason = refusal(url, self._server.allow_hosts)
+        if reason is not None:
+            record.status, record.reason, record.finished_at = "refused", reason, time.time()
+            return record
+        body = payload if isinstance(payload, bytes) else dumps(payload)
+        hdrs = {"Content-Type": "application/json", "User-Agent": "imagegen-conformance-mock"}
+        hdrs.update(headers or {})
+        for _ in range(copies):
+            self._server.spawn(self._run(record, url, body, hdrs, policy, delay))
+        return record
+
+    async def _run(
+        self, record: Delivery, url: str, body: bytes, headers: dict[str, str],
+        policy: DeliveryPolicy, delay: float,
+    ) -> None:
+        clock = self._server.clock
+        if delay > 0:
+            await clock.sleep(delay)
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        for attempt in range(1, policy.attempts + 1):
+            if attempt > 1:
+                await clock.sleep(policy.wait_before(attempt))
+            record.attempts += 1
+            try:
+                timeout = aiohttp.ClientTimeout(total=policy.timeout / clock.scale)
+                async with self._session.post(url, data=body, headers=headers, timeout=timeout) as resp:
+                    await resp.read()
+                    record.responses.append(resp.status)
+                    if 200 <= resp.status < 300:
+                        record.status, record.finished_at = "delivered", time.time()
+                        return
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                record.responses.append(type(exc).__name__)
+        record.status, record.finished_at = "failed", time.time()
+        record.reason = f"no 2xx after {policy.attempts} attempts"
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
