@@ -26,6 +26,13 @@ class SchemaIssue:
     instance: Any
 
 
+def _missing(error: Any) -> list[str]:
+    """A "required" failure points at the first missing property, not at its parent."""
+    if error.validator == "required" and isinstance(error.instance, dict):
+        return [p for p in error.validator_value if p not in error.instance][:1]
+    return []
+
+
 def _json_path(parts: Any) -> str:
     out = "$"
     for part in parts:
@@ -38,7 +45,7 @@ class SchemaValidator:
 
     def __init__(self, openapi: Mapping[str, Any], schema: Mapping[str, Any]) -> None:
         registry: Registry[Any] = Registry().with_resource(
-            _ROOT, Resource(contents=dict(openapi), specification=DRAFT202012)
+            _ROOT, DRAFT202012.create_resource(dict(openapi))
         )
         root = {"$id": _ROOT + "/op", **schema}
         # Local refs ("#/components/...") must resolve against the whole document.
@@ -50,7 +57,7 @@ class SchemaValidator:
         errors = sorted(self._validator.iter_errors(document), key=lambda e: list(e.path))
         return [
             SchemaIssue(
-                path=_json_path(e.absolute_path),
+                path=_json_path([*e.absolute_path, *_missing(e)]),
                 message=e.message,
                 validator=str(e.validator),
                 schema_path="/".join(str(p) for p in e.absolute_schema_path),

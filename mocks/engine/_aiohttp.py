@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 
 from aiohttp import web
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from ._http import MockRequest
 from ._server import MockServer
@@ -45,7 +45,7 @@ def make_app(server: MockServer, role: str | None = None) -> web.Application:
         mreq = MockRequest(
             method=request.method,
             path=request.path,
-            query=request.query,
+            query=MultiDictProxy(MultiDict(request.query)),
             headers=CIMultiDictProxy(request.headers.copy()),
             body=body,
             base_url=f"{request.scheme}://{request.host}",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import threading
 import time
@@ -20,7 +19,7 @@ from ._journal import redact_url
 if TYPE_CHECKING:
     from ._server import MockServer
 
-__all__ = ["Delivery", "DeliveryPolicy", "Deliverer", "refusal"]
+__all__ = ["Deliverer", "Delivery", "DeliveryPolicy", "refusal"]
 
 
 @dataclass(frozen=True)
@@ -157,7 +156,7 @@ class Deliverer:
                     if 200 <= resp.status < 300:
                         record.status, record.finished_at = "delivered", time.time()
                         return
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 record.responses.append(type(exc).__name__)
         record.status, record.finished_at = "failed", time.time()
         record.reason = f"no 2xx after {policy.attempts} attempts"

@@ -137,7 +137,7 @@ class Provider(ABC):
         """What the admin API shows of a task beyond its timeline."""
         return {k: v for k, v in task.data.items() if isinstance(v, str | int | float | bool)}
 
-    def on_reset(self) -> None:
+    def on_reset(self) -> None:  # noqa: B027 - optional hook; most providers keep no extra state
         """Forget provider-level state beyond tasks (queues, uploads)."""
 
 

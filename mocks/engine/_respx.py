@@ -26,20 +26,20 @@ __all__ = ["mock_router"]
 _IN_ASYNC = contextvars.ContextVar("imagegen_respx_async", default=False)
 
 
-class _Router(respx.MockRouter):  # type: ignore[misc]
+class _Router(respx.MockRouter):
     """Knows whether httpx asked through its sync or async transport."""
 
     async def async_handler(self, request: httpx.Request) -> httpx.Response:
         token = _IN_ASYNC.set(True)
         try:
-            return await super().async_handler(request)  # type: ignore[no-any-return]
+            return await super().async_handler(request)
         finally:
             _IN_ASYNC.reset(token)
 
     def handler(self, request: httpx.Request) -> httpx.Response:
         token = _IN_ASYNC.set(False)
         try:
-            return super().handler(request)  # type: ignore[no-any-return]
+            return super().handler(request)
         finally:
             _IN_ASYNC.reset(token)
 

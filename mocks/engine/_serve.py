@@ -108,7 +108,7 @@ async def start(
                         ) from exc
                     raise
                 served.runners.append(runner)
-                sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+                sockets = getattr(site._server, "sockets", None) or []
                 bound = sockets[0].getsockname()[1]
                 shown = f"[{host}]" if ":" in host else host
                 served.listeners.append(

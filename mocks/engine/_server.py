@@ -212,7 +212,7 @@ class MockServer:
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run a background job (a webhook delivery) that :meth:`aclose` waits for or cancels."""
-        task = asyncio.ensure_future(coro)
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self.background.add(task)
         task.add_done_callback(self.background.discard)
         return task

@@ -1,0 +1,210 @@
+"""Engine pieces on their own: clock, tasks, store, faults, images, journal, rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import random
+
+import pytest
+from PIL import Image
+
+import contracts
+from mocks.engine import (
+    FaultError,
+    FaultPlan,
+    FaultSpec,
+    ImageSpec,
+    ImageTokenError,
+    ImageTokens,
+    ManualClock,
+    MemoryTaskStore,
+    RateLimiter,
+    ScaledClock,
+    StoreFull,
+    new_task,
+    redact_headers,
+    redact_url,
+    render,
+)
+
+LIFECYCLE = contracts.load("cloudsway").behaviour.lifecycle
+assert LIFECYCLE is not None
+
+
+async def test_manual_clock_moves_only_when_advanced() -> None:
+    clock = ManualClock(start=1000.0)
+    assert clock.now() == 1000.0
+    sleeper = asyncio.ensure_future(clock.sleep(5))
+    await asyncio.sleep(0.01)
+    assert not sleeper.done()
+    clock.advance(4.9)
+    await asyncio.sleep(0.01)
+    assert not sleeper.done()
+    clock.advance(0.1)
+    await asyncio.wait_for(sleeper, 1)
+    assert clock.now() == pytest.approx(1005.0)
+
+
+def test_manual_clock_refuses_to_go_backwards() -> None:
+    with pytest.raises(ValueError, match="backwards"):
+        ManualClock().advance(-1)
+
+
+async def test_scaled_clock_runs_provider_time_faster() -> None:
+    clock = ScaledClock(100)
+    before = clock.now()
+    loop = asyncio.get_running_loop()
+    wall = loop.time()
+    await clock.sleep(5)  # 5 provider seconds = 0.05 s
+    assert loop.time() - wall < 1.0
+    assert clock.now() - before >= 5.0
+
+
+def test_scaled_clock_cannot_be_advanced() -> None:
+    with pytest.raises(RuntimeError, match="--clock manual"):
+        ScaledClock(2).advance(1)
+
+
+def test_task_timeline_walks_the_phases() -> None:
+    task = new_task(LIFECYCLE, now=0.0, rng=random.Random(1))
+    pending, processing = task.durations
+    assert 0.5 <= pending <= 1.5 and 2.0 <= processing <= 4.0
+    assert task.state(0.0) == "pending"
+    assert task.state(pending + 0.01) == "processing"
+    assert task.state(pending + processing + 0.01) == "completed"
+    assert task.finished_at(pending + processing + 1) == pytest.approx(pending + processing)
+    assert task.finished_at(pending) is None
+
+
+def test_poll_driven_task_moves_one_step_per_poll() -> None:
+    task = new_task(LIFECYCLE, now=0.0, rng=random.Random(1), mode="polls")
+    seen = [task.poll(0.0) for _ in range(5)]
+    # phases: pending for 1 poll, processing for 2, then completed
+    assert seen == ["processing", "processing", "completed", "completed", "completed"]
+    assert task.state(0.0) == "completed"
+
+
+def test_failing_and_never_finishing_tasks() -> None:
+    failing = new_task(LIFECYCLE, now=0.0, rng=random.Random(1), fail=True)
+    assert failing.state(100.0) == "failed"
+    never = new_task(LIFECYCLE, now=0.0, rng=random.Random(1), never_finish=True)
+    assert never.state(10**9) == "processing"
+    assert never.finished_at(10**9) is None
+
+
+def test_end_cuts_a_live_task_short_but_not_a_finished_one() -> None:
+    task = new_task(LIFECYCLE, now=0.0, rng=random.Random(1))
+    assert task.end("failed", 0.1)
+    assert task.state(0.2) == "failed"
+    done = new_task(LIFECYCLE, now=0.0, rng=random.Random(1))
+    assert not done.end("failed", 100.0)
+
+
+def test_store_expires_finished_tasks_after_retention() -> None:
+    clock = ManualClock(start=0.0)
+    store = MemoryTaskStore(clock, retention=60.0, max_tasks=10)
+    task = new_task(LIFECYCLE, now=0.0, rng=random.Random(1))
+    store.add(task)
+    clock.advance(10)
+    assert store.get(task.id) is task
+    clock.advance(60)
+    assert store.get(task.id) is None
+    assert len(store) == 0
+
+
+def test_full_store_refuses_instead_of_dropping_live_tasks() -> None:
+    clock = ManualClock(start=0.0)
+    store = MemoryTaskStore(clock, retention=60.0, max_tasks=3)
+    live = [new_task(LIFECYCLE, now=0.0, rng=random.Random(i)) for i in range(3)]
+    for task in live:
+        store.add(task)
+    with pytest.raises(StoreFull):
+        store.add(new_task(LIFECYCLE, now=0.0, rng=random.Random(9)))
+    assert all(store.get(t.id) is t for t in live)
+    clock.advance(1000)  # all finished and past retention: room again
+    store.add(new_task(LIFECYCLE, now=clock.now(), rng=random.Random(10)))
+    assert len(store) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("http:503", FaultSpec("http", "503"), id="http"),
+        pytest.param("http:400:AI_IMAGE_SIZE_ERROR;op=createImageTask",
+                     FaultSpec("http", "400:AI_IMAGE_SIZE_ERROR", "createImageTask"), id="http-code-op"),
+        pytest.param("rate_limit:3;times=2;p=0.5", FaultSpec("rate_limit", "3", None, 2, 0.5), id="opts"),
+        pytest.param("latency:20-80", FaultSpec("latency", "20-80"), id="latency-range"),
+        pytest.param("reset", FaultSpec("reset"), id="bare"),
+    ],
+)
+def test_fault_specs_parse(text: str, expected: FaultSpec) -> None:
+    assert FaultSpec.parse(text) == expected
+    assert FaultSpec.parse(str(expected)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param("htp:503", "Did you mean 'http'", id="typo"),
+        pytest.param("http:200", "4xx/5xx", id="not-an-error-status"),
+        pytest.param("latency:soon", "milliseconds", id="latency-not-a-number"),
+        pytest.param("reset;when=now", "valid: op, times, p", id="unknown-option"),
+        pytest.param("reset;p=2", "within 0..1", id="probability"),
+    ],
+)
+def test_bad_fault_specs_say_how_to_fix_them(text: str, message: str) -> None:
+    with pytest.raises(FaultError, match=message):
+        FaultSpec.parse(text)
+
+
+def test_fault_plan_counts_down_and_filters_by_operation() -> None:
+    plan = FaultPlan([FaultSpec.parse("http:503;op=getImageTask;times=2")])
+    rng = random.Random(0)
+    assert plan.select("createImageTask", rng) == []
+    assert len(plan.select("getImageTask", rng)) == 1
+    assert len(plan.select("getImageTask", rng)) == 1
+    assert plan.select("getImageTask", rng) == []
+    assert plan.specs() == []
+
+
+def test_images_are_deterministic_at_the_exact_size_and_format() -> None:
+    spec = ImageSpec.of(720, 1280, fmt="jpeg", prompt="p", seed=3, index=1)
+    data = render(spec)
+    assert data == render(ImageSpec.of(720, 1280, fmt="jpeg", prompt="p", seed=3, index=1))
+    image = Image.open(io.BytesIO(data))
+    assert (image.format, image.size) == ("JPEG", (720, 1280))
+    assert render(ImageSpec.of(720, 1280, fmt="jpeg", prompt="q", seed=3, index=1)) != data
+
+
+def test_image_tokens_are_signed_and_expire() -> None:
+    tokens = ImageTokens(b"secret")
+    spec = ImageSpec.of(64, 32, prompt="x")
+    token = tokens.issue(spec, expires_at=100.0)
+    assert tokens.open(token, now=99.0) == spec
+    with pytest.raises(ImageTokenError) as expired:
+        tokens.open(token, now=101.0)
+    assert expired.value.expired
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(ImageTokenError, match="signature"):
+        tokens.open(forged, now=0.0)
+    with pytest.raises(ImageTokenError, match="signature"):
+        ImageTokens(b"other").open(token, now=0.0)
+
+
+def test_redaction_keeps_the_scheme_and_hides_the_secret() -> None:
+    headers = redact_headers({"Authorization": "Bearer sk-canary", "X-Api-Key": "k", "Accept": "*/*"})
+    assert headers == {"Authorization": "Bearer <redacted>", "X-Api-Key": "<redacted>", "Accept": "*/*"}
+    url = redact_url("http://h/files/a.png?timestamp=1&nonce=abc&sign=XYZ%3D")
+    assert "XYZ" not in url and "abc" not in url and "timestamp=1" in url
+
+
+def test_rate_limiter_refills_with_provider_time() -> None:
+    clock = ManualClock(start=0.0)
+    limiter = RateLimiter(clock, requests=2, per_seconds=10)
+    assert limiter.check("k") == 0 and limiter.check("k") == 0
+    wait = limiter.check("k")
+    assert wait == pytest.approx(5.0)
+    assert limiter.check("other") == 0
+    clock.advance(5)
+    assert limiter.check("k") == 0
