@@ -47,10 +47,14 @@ class SchemaValidator:
         registry: Registry[Any] = Registry().with_resource(
             _ROOT, DRAFT202012.create_resource(dict(openapi))
         )
-        root = {"$id": _ROOT + "/op", **schema}
-        # Local refs ("#/components/...") must resolve against the whole document.
+        try:
+            # Inlined refs validate several times faster than refs resolved per call.
+            root: Any = _inline(openapi, schema, ())
+        except _Recursive:
+            # A recursive schema keeps its refs, resolved against the whole document.
+            root = _rebase({"$id": _ROOT + "/op", **schema})
         self._validator = Draft202012Validator(
-            _rebase(root), registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER
+            root, registry=registry, format_checker=Draft202012Validator.FORMAT_CHECKER
         )
 
     def issues(self, document: Any) -> list[SchemaIssue]:
@@ -65,6 +69,29 @@ class SchemaValidator:
             )
             for e in errors
         ]
+
+
+class _Recursive(Exception):
+    pass
+
+
+def _inline(openapi: Mapping[str, Any], node: Any, seen: tuple[str, ...]) -> Any:
+    """The schema with every local ``$ref`` replaced by its target."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            if ref in seen:
+                raise _Recursive(ref)
+            target: Any = openapi
+            for part in ref[2:].split("/"):
+                target = target[part]
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            resolved = _inline(openapi, target, (*seen, ref))
+            return {**resolved, **_inline(openapi, rest, seen)} if rest else resolved
+        return {k: _inline(openapi, v, seen) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(openapi, v, seen) for v in node]
+    return node
 
 
 def _rebase(node: Any) -> Any:

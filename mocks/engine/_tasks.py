@@ -5,6 +5,7 @@ import random
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
+from itertools import islice
 from typing import Any, Protocol
 
 from contracts import Lifecycle
@@ -199,14 +200,11 @@ class MemoryTaskStore:
     def sweep(self, budget: int | None = None) -> int:
         """Forget expired tasks, oldest first; ``budget`` bounds how many are looked at."""
         now = self._clock.now()
-        removed = 0
-        for seen, task_id in enumerate(list(self._tasks)):
-            if budget is not None and seen >= budget:
-                break
-            if self._expired(self._tasks[task_id], now):
-                del self._tasks[task_id]
-                removed += 1
-        return removed
+        ids = list(islice(self._tasks, budget) if budget is not None else self._tasks)
+        expired = [task_id for task_id in ids if self._expired(self._tasks[task_id], now)]
+        for task_id in expired:
+            del self._tasks[task_id]
+        return len(expired)
 
     def add(self, task: Task) -> None:
         self.sweep(budget=4)
