@@ -1,0 +1,694 @@
+"""fal.ai queue API for fal-ai/flux-1/dev, and the synchronous fal.run host.
+
+Seed 002 (the submit call and its IN_QUEUE body) and shared/reference/providers.md §3. Two
+hosts serve the same model path with different meanings: ``queue`` (queue.fal.run) queues a
+request and answers its URLs; ``run`` (fal.run) answers the output directly.
+
+Requests share a fixed number of runners (option ``runners``). A request's timeline is fixed
+when it is submitted: it waits IN_QUEUE for its dispatch delay and for the first runner that
+frees up (first in, first out), then runs IN_PROGRESS. Nothing runs per request in the
+background; cancelling a queued request recomputes the waits of those behind it. With
+``--lifecycle polls`` each status poll moves a request one step instead, and a request leaves
+the queue only while fewer than ``runners`` requests are in progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import heapq
+import itertools
+import math
+import re
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import contracts
+from contracts import SchemaIssue
+
+from .engine import (
+    BodyError,
+    Call,
+    DeliveryPolicy,
+    ImageSpec,
+    MockRequest,
+    MockResponse,
+    Provider,
+    Task,
+    dumps,
+    render,
+    route,
+    sse_comment,
+    sse_event,
+)
+
+APP = "/fal-ai/flux-1"  # [V] status, result and cancel URLs use owner/app only, no "/dev"
+QUEUED, RUNNING, DONE = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
+_INFRA_MESSAGES = {
+    "request_timeout": "Request timed out",
+    "startup_timeout": "Runner startup timed out",
+    "runner_scheduling_failure": "Failed to schedule a runner for the request",
+    "runner_connection_timeout": "Connection to the runner timed out",
+    "runner_disconnected": "The runner disconnected",
+}
+_INT_FIELDS = ("num_inference_steps", "num_images", "seed")
+_BOOL_FIELDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
+_PYDANTIC_TYPES = {
+    "integer": ("int_type", "Input should be a valid integer"),
+    "number": ("float_type", "Input should be a valid number"),
+    "string": ("string_type", "Input should be a valid string"),
+    "boolean": ("bool_type", "Input should be a valid boolean"),
+    "object": ("model_type", "Input should be a valid dictionary or object to extract fields from"),
+}
+_NUMBER = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
+
+
+class FalProvider(Provider):
+    id = "fal"
+    image_prefix = "/files/"  # CDN-style links (fal serves v3.fal.media/files/...)
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server)
+        raw = self.contract.behaviour.raw
+        self._sizes = {name: (int(w), int(h)) for name, (w, h) in raw["image_sizes"].items()}
+        self._webhook_policy = DeliveryPolicy.from_contract(raw.get("webhooks"))
+        self._seq = itertools.count(1)
+        self._order: deque[Task] = deque()  # requests in submission order, finished ones pruned
+        self._free: list[float] = []  # heap: when each runner is free, after every scheduled request
+        self._last_start = -math.inf  # requests start in submission order
+        self._waiters: dict[str, asyncio.Task[Any]] = {}  # webhook jobs waiting for their request's end
+
+    # --- queue host --------------------------------------------------------------------
+
+    @route("POST", "/fal-ai/flux-1/dev", operation="submitRequest", role="queue")
+    async def submit(self, request: MockRequest, call: Call) -> MockResponse:
+        # [V-3p] the queue accepts any body: invalid input fails at the result with a 422.
+        inputs, problems = self._parse(request)
+        webhook = request.query.get("fal_webhook")
+        task = self._new_request(call, "queue", inputs, problems, webhook=webhook)
+        body = self._status_body(request, task, QUEUED, call.now, logs=False)
+        if webhook:
+            body["gateway_request_id"] = task.id  # [V] the docs show it with fal_webhook
+        return MockResponse.json(body, 200, {"x-fal-request-id": task.id})
+
+    @route("GET", APP + "/requests/{request_id}/status", operation="getRequestStatus", role="queue")
+    async def status(self, request: MockRequest, call: Call) -> MockResponse:
+        task = self._find(request)
+        if task is None:
+            return self._unknown(request)
+        now = call.now
+        if self.server.lifecycle == "polls":
+            self._poll_step(task, now)
+        state = task.state(now)
+        body = self._status_body(request, task, state, now, logs=_truthy(request.query.get("logs")))
+        # [V] 202 while queued or running, 200 once completed.
+        return MockResponse.json(body, 200 if state == DONE else 202, {"x-fal-request-id": task.id})
+
+    @route("GET", APP + "/requests/{request_id}/status/stream", operation="streamRequestStatus", role="queue")
+    async def status_stream(self, request: MockRequest, call: Call) -> MockResponse:
+        task = self._find(request)
+        if task is None:
+            return self._unknown(request)
+        logs = _truthy(request.query.get("logs"))
+        return MockResponse.stream(
+            self._events(request, task, logs), "text/event-stream", headers={"x-fal-request-id": task.id}
+        )
+
+    @route("GET", APP + "/requests/{request_id}", operation="getRequestResult", role="queue")
+    async def result(self, request: MockRequest, call: Call) -> MockResponse:
+        task = self._find(request)
+        if task is None:
+            return self._unknown(request)
+        now = call.now
+        state = task.state(now)
+        headers = {"x-fal-request-id": task.id}
+        if state != DONE:
+            if self.option("in_progress_result") == "202":
+                body = self._status_body(request, task, state, now, logs=False)
+                return MockResponse.json(body, 202, headers)
+            return MockResponse.json({"detail": "Request is still in progress"}, 400, headers)
+        expired = call.fault("expired_url") is not None
+        status, answer, extra = self._answer(task, request.base_url, expired=expired)
+        if status == 200 and self._result_expired(task, answer, now):
+            return self._unknown(request)
+        return MockResponse.json(answer, status, {**headers, **extra})
+
+    @route("PUT", APP + "/requests/{request_id}/cancel", operation="cancelRequest", role="queue")
+    async def cancel(self, request: MockRequest, call: Call) -> MockResponse:
+        task = self._find(request)
+        if task is None:
+            return MockResponse.json({"status": "NOT_FOUND"}, 404)
+        now = call.now
+        headers = {"x-fal-request-id": task.id}
+        state = task.state(now)
+        if state == DONE:
+            return MockResponse.json({"status": "ALREADY_COMPLETED"}, 400, headers)
+        task.data["cancel_requested"] = True
+        # [V] a queued request is removed; a running one gets a signal its app may ignore.
+        if state == QUEUED or self.option("cancel_in_progress") == "stops":
+            task.data["cancelled"] = True
+            task.end(DONE, now)
+            self._reschedule(now)
+            self._on_done(task)
+        return MockResponse.json({"status": "CANCELLATION_REQUESTED"}, 202, headers)
+
+    # --- sync host ---------------------------------------------------------------------
+
+    @route("POST", "/fal-ai/flux-1/dev", operation="runSync", role="run")
+    async def run(self, request: MockRequest, call: Call) -> MockResponse:
+        inputs, problems = self._parse(request)
+        if problems:
+            return self._validation_error(problems, str(uuid.UUID(int=call.rng.getrandbits(128), version=4)))
+        task = self._new_request(call, "sync", inputs, problems)
+        if self.server.lifecycle == "polls":
+            task.polls = int(sum(task.polls_needed))  # deterministic runs: answer at once
+        else:
+            while task.finished_at(self.server.clock.now()) is None:
+                end = self._end_time(task)
+                if math.isinf(end):
+                    await self.server.clock.sleep(3600.0)
+                else:
+                    await self.server.clock.sleep(max(end - self.server.clock.now(), 0.001))
+        expired = call.fault("expired_url") is not None
+        status, body, extra = self._answer(task, request.base_url, expired=expired)
+        return MockResponse.json(body, status, {"x-fal-request-id": task.id, **extra})
+
+    # --- the provider's own answers ------------------------------------------------------
+
+    def error(
+        self, request: MockRequest, status: int, code: str | int | None = None,
+        message: str | None = None, headers: dict[str, str] | None = None,
+    ) -> MockResponse:
+        spec = self.error_spec(status)
+        hdrs = dict(headers or {})
+        request_id = request.params.get("request_id")
+        if request_id:
+            hdrs["x-fal-request-id"] = request_id
+        infra = self.contract.behaviour.raw.get("infrastructure_errors", {})
+        error_type = str(code) if code is not None else (str(spec.code) if spec.code else "")
+        if error_type in infra:
+            # [V] infrastructure errors carry error_type in the body and X-Fal-Error-Type.
+            hdrs["X-Fal-Error-Type"] = error_type
+            detail = message or _INFRA_MESSAGES.get(error_type, spec.message)
+            return MockResponse.json({"detail": detail, "error_type": error_type}, status, hdrs)
+        return MockResponse.json({"detail": message or spec.message}, status, hdrs)
+
+    def auth_error(self, request: MockRequest, reason: str) -> MockResponse:
+        messages = {  # [I] wording; fal answers 401 with a detail string
+            "missing": "Authentication is required to access this resource.",
+            "scheme": "Authorization must be 'Key <FAL_KEY>' (or 'Key <key_id>:<key_secret>').",
+            "invalid": "No user found for Key ID and Secret",
+        }
+        return self.error(request, 401, message=messages[reason])
+
+    def overloaded(self, request: MockRequest) -> MockResponse:
+        return self.error(request, 503, "runner_scheduling_failure")
+
+    def describe_task(self, task: Any) -> dict[str, Any]:
+        data = task.data
+        out: dict[str, Any] = {
+            "kind": data["kind"], "outcome": self._outcome(task), "seq": data["seq"],
+            "queue_wait": task.durations[0], "run_seconds": data["run"],
+        }
+        if data["inputs"]:
+            out.update({k: data["inputs"][k] for k in ("prompt", "num_images", "output_format", "seed")})
+            out["size"] = "{}x{}".format(*data["size"])
+        if data.get("webhook"):
+            out["webhook"] = data["webhook"]
+        return out
+
+    def on_reset(self) -> None:
+        for job in self._waiters.values():
+            job.cancel()
+        self._waiters.clear()
+        self._order.clear()
+        self._free = []
+        self._last_start = -math.inf
+
+    # --- input -------------------------------------------------------------------------
+
+    def _parse(self, request: MockRequest) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        """The normalised input, or the 422 detail list a FastAPI/pydantic app would give."""
+        try:
+            raw = request.json()
+        except BodyError as exc:
+            if not request.body.strip():
+                return None, [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]
+            return None, [{"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error",
+                           "input": {}, "ctx": {"error": str(exc).rsplit(": ", 1)[-1]}}]
+        if not isinstance(raw, dict):
+            _, msg = _PYDANTIC_TYPES["object"]
+            return None, [{"type": "model_attributes_type", "loc": ["body"], "msg": msg, "input": raw}]
+        data = self._coerce(dict(raw))
+        validator = contracts.request_validator(self.id, "submitRequest")
+        assert validator is not None
+        problems = [_detail(issue, data) for issue in validator.issues(data)]
+        steps = data.get("num_inference_steps")
+        if self.option("steps_min") == "1" and steps == 0 and not problems:
+            problems.append({"type": "greater_than_equal", "loc": ["body", "num_inference_steps"],
+                             "msg": "Input should be greater than or equal to 1", "input": 0,
+                             "ctx": {"ge": 1}})
+        if problems:
+            return None, problems
+        size = data.get("image_size", "landscape_4_3")
+        width, height = self._sizes[size] if isinstance(size, str) else (size["width"], size["height"])
+        inputs = {
+            "prompt": data["prompt"],
+            "image_size": size,
+            "num_inference_steps": data.get("num_inference_steps", 28),
+            "guidance_scale": data.get("guidance_scale", 3.5),
+            "num_images": data.get("num_images", 1),
+            "seed": data.get("seed"),
+            "enable_safety_checker": data.get("enable_safety_checker", True),
+            "output_format": data.get("output_format", "jpeg"),
+            "acceleration": data.get("acceleration", self.option("acceleration_default")),
+            "sync_mode": data.get("sync_mode", False),
+            "width": width,
+            "height": height,
+        }
+        return inputs, []
+
+    def _coerce(self, data: dict[str, Any]) -> dict[str, Any]:
+        """What pydantic's lax mode accepts: numeric strings, whole floats, boolean words."""
+        if self.option("enum_values") == "lenient":
+            # Seed: output_format "default, JPEG, png"; acceleration "default, none, regular, high".
+            for name in ("output_format", "acceleration"):
+                value = data.get(name)
+                if isinstance(value, str):
+                    data[name] = value.strip().lower()
+                    if data[name] == "default":
+                        del data[name]
+        for name in _INT_FIELDS:
+            value = data.get(name)
+            if isinstance(value, str) and _NUMBER.match(value) and float(value).is_integer():
+                data[name] = int(float(value))
+            elif isinstance(value, float) and value.is_integer():
+                data[name] = int(value)
+        value = data.get("guidance_scale")
+        if isinstance(value, str) and _NUMBER.match(value):
+            data["guidance_scale"] = float(value)
+        for name in ("enable_safety_checker", "sync_mode"):
+            value = data.get(name)
+            if isinstance(value, str) and value.strip().lower() in _BOOL_FIELDS:
+                data[name] = _BOOL_FIELDS[value.strip().lower()]
+        return data
+
+    # --- requests and runners ----------------------------------------------------------
+
+    def _new_request(
+        self, call: Call, kind: str, inputs: dict[str, Any] | None, problems: list[dict[str, Any]],
+        *, webhook: str | None = None,
+    ) -> Task:
+        lifecycle = self.contract.behaviour.lifecycle
+        assert lifecycle is not None
+        queue_phase, run_phase = lifecycle.phases
+        rng = call.rng
+        dispatch = rng.uniform(queue_phase.seconds.low, queue_phase.seconds.high)
+        base = rng.uniform(run_phase.seconds.low, run_phase.seconds.high)
+        if inputs is None:
+            run = 0.1  # [V-3p] invalid input passes IN_PROGRESS briefly, then COMPLETED
+        else:
+            speed = float(self.contract.behaviour.raw["acceleration_speed"][inputs["acceleration"]])
+            pixels = inputs["width"] * inputs["height"] / (1024 * 768)
+            run = base * max(inputs["num_inference_steps"], 1) / 28 * (1 + 0.5 * (inputs["num_images"] - 1))
+            run = max(0.2, run * pixels * speed)
+            if inputs["seed"] is None:
+                inputs["seed"] = rng.randrange(2**31)
+        if call.fault("never_finish") is not None:
+            run = math.inf
+        late = call.fault("late_webhook")
+        timeout = _float(call.request.headers.get("x-fal-request-timeout"))
+        data: dict[str, Any] = {
+            "kind": kind, "seq": next(self._seq), "inputs": inputs, "problems": problems,
+            "size": (inputs["width"], inputs["height"]) if inputs else None,
+            "dispatch": dispatch, "run": run, "timeout": timeout,
+            "fail": call.fault("task_fail") is not None, "cancelled": False, "timed_out": False,
+            "cancel_requested": False, "base": call.request.base_url,
+            "webhook": webhook, "webhook_sent": False,
+            "webhook_copies": 2 if call.fault("duplicate_webhook") is not None else 1,
+            "webhook_delay": 0.0 if late is None else late.number(30.0),
+        }
+        task = Task(
+            str(uuid.UUID(int=rng.getrandbits(128), version=4)), call.now, (QUEUED, RUNNING),
+            (dispatch, run), tuple(p.polls for p in lifecycle.phases), DONE, (DONE,),
+            self.server.lifecycle, data,
+        )
+        call.tasks.add(task)  # StoreFull -> the engine answers overloaded()
+        self._prune(call.now)
+        self._order.append(task)
+        if self.server.lifecycle == "time":
+            self._schedule(task)
+        self._arm_webhook(task)
+        return task
+
+    def _runners(self) -> int | None:
+        value = self.option("runners")
+        return None if value == "unlimited" else int(value)
+
+    def _schedule(self, task: Task, not_before: float = -math.inf) -> None:
+        """Fix a queued request's wait: its dispatch delay, then the first free runner, in order."""
+        data = task.data
+        runners = self._runners()
+        start = max(task.created_at + data["dispatch"], self._last_start, not_before)
+        if runners is not None:
+            while len(self._free) < runners:
+                heapq.heappush(self._free, -math.inf)
+            start = max(start, self._free[0])
+        timeout = data["timeout"]
+        data["timed_out"] = timeout is not None and start - task.created_at > timeout
+        if data["timed_out"]:
+            # It never starts: it ends COMPLETED with request_timeout and holds no runner.
+            task.states, task.durations, task.polls_needed = (QUEUED,), (timeout,), task.polls_needed[:1]
+            return
+        task.states, task.durations = (QUEUED, RUNNING), (start - task.created_at, data["run"])
+        lifecycle = self.contract.behaviour.lifecycle
+        assert lifecycle is not None
+        task.polls_needed = tuple(p.polls for p in lifecycle.phases)
+        if runners is not None:
+            heapq.heapreplace(self._free, start + data["run"])
+        self._last_start = start
+
+    def _reschedule(self, now: float) -> None:
+        """A cancel freed a slot: recompute the waits of every request not yet started."""
+        if self.server.lifecycle != "time":
+            return
+        runners = self._runners()
+        self._prune(now)
+        busy: list[float] = []
+        last_start = -math.inf
+        waiting: list[Task] = []
+        for task in self._order:
+            if task.data["cancelled"] or task.finished_at(now) is not None:
+                continue
+            start = task.created_at + task.durations[0]
+            if task.data["timed_out"] or start > now:
+                waiting.append(task)
+            else:
+                busy.append(start + task.data["run"])
+                last_start = max(last_start, start)
+        self._free = []
+        if runners is not None:
+            self._free = sorted(busy) + [now] * max(runners - len(busy), 0)
+            heapq.heapify(self._free)
+        self._last_start = last_start
+        for task in waiting:
+            before = self._end_time(task)
+            self._schedule(task, not_before=now)
+            if self._end_time(task) != before:
+                self._arm_webhook(task)
+
+    def _prune(self, now: float) -> None:
+        while self._order and self._order[0].finished_at(now) is not None:
+            self._order.popleft()
+        if len(self._order) > 256 and self._order[-1].data["seq"] % 256 == 0:
+            self._order = deque(t for t in self._order if t.finished_at(now) is None)
+
+    def _poll_step(self, task: Task, now: float) -> None:
+        """--lifecycle polls: one poll, one step; leaving the queue needs a free runner."""
+        runners = self._runners()
+        if (
+            task.state(now) == QUEUED
+            and task.polls + 1 >= task.polls_needed[0]
+            and runners is not None
+            and sum(1 for t in self._order if t.state(now) == RUNNING) >= runners
+        ):
+            return
+        was = task.state(now)
+        task.poll(now)
+        if was != DONE and task.state(now) == DONE:
+            self._on_done(task)
+
+    def _queue_position(self, task: Task, now: float) -> int:
+        """[V] the number of requests ahead: earlier requests still IN_QUEUE."""
+        seq = task.data["seq"]
+        ahead = 0
+        for other in self._order:
+            if other.data["seq"] >= seq:
+                break
+            if other.state(now) == QUEUED:
+                ahead += 1
+        return ahead
+
+    def _end_time(self, task: Task) -> float:
+        if task.ended is not None:
+            return task.ended[1]
+        return task.created_at + sum(task.durations)
+
+    def _outcome(self, task: Task) -> str:
+        data = task.data
+        if data["cancelled"]:
+            return "cancelled"
+        if data["timed_out"]:
+            return "timeout"
+        if data["problems"]:
+            return "invalid"
+        return "failed" if data["fail"] else "ok"
+
+    def _find(self, request: MockRequest) -> Task | None:
+        task = self.server.tasks.get(request.params["request_id"])
+        if task is None or task.data.get("kind") != "queue":
+            return None
+        return task
+
+    def _unknown(self, request: MockRequest) -> MockResponse:
+        return self.error(request, 404, message="Request not found")  # [I] wording
+
+    # --- bodies ------------------------------------------------------------------------
+
+    def _status_body(
+        self, request: MockRequest, task: Task, state: str, now: float, *, logs: bool
+    ) -> dict[str, Any]:
+        base = f"{request.base_url}{APP}/requests/{task.id}"
+        body: dict[str, Any] = {
+            "status": state,
+            "request_id": task.id,
+            "response_url": base,
+            "status_url": base + "/status",
+            "cancel_url": base + "/cancel",
+            # fal-client indexes data["logs"] for IN_PROGRESS and COMPLETED: always present.
+            "logs": self._logs(task, state, now) if logs else None,
+            "metrics": {},
+        }
+        if state == QUEUED:
+            body["queue_position"] = self._queue_position(task, now)
+        elif state == DONE:
+            outcome = self._outcome(task)
+            ran = outcome in ("ok", "failed")
+            body["metrics"] = {"inference_time": round(task.data["run"], 4) if ran else None}
+            if outcome in ("cancelled", "timeout"):
+                # [I] how a cancelled or timed-out request reads is undocumented.
+                body["error"] = "Request was cancelled" if outcome == "cancelled" else "Request timed out"
+                body["error_type"] = "request_cancelled" if outcome == "cancelled" else "request_timeout"
+        return body
+
+    def _logs(self, task: Task, state: str, now: float) -> list[dict[str, Any]]:
+        if state == QUEUED or task.data["cancelled"] or task.data["timed_out"]:
+            return []
+        start = task.created_at + task.durations[0]
+        run = task.data["run"]
+        if state == DONE:
+            done = 1.0
+        elif task.mode == "polls":
+            done = (task.polls - task.polls_needed[0]) / max(task.polls_needed[1], 1)
+        else:
+            done = 0.0 if math.isinf(run) else (now - start) / run
+        inputs = task.data["inputs"]
+        if inputs is None:
+            return [_log("Input validation failed", start, "ERROR")]
+        steps = max(inputs["num_inference_steps"], 1)
+        span = 1.0 if math.isinf(run) else run
+        lines = [_log("Starting generation", start)]
+        for k in range(1, min(steps, int(done * steps)) + 1):
+            lines.append(_log(f"Step {k}/{steps}", start + span * k / steps))
+        if state == DONE:
+            lines.append(_log("Generation finished" if not task.data["fail"] else "Generation failed",
+                              start + span, "INFO" if not task.data["fail"] else "ERROR"))
+        return lines
+
+    def _answer(self, task: Task, base: str, *, expired: bool) -> tuple[int, Any, dict[str, str]]:
+        """What the result endpoint (or fal.run) answers for a finished request."""
+        outcome = self._outcome(task)
+        if outcome == "invalid":
+            return 422, {"detail": task.data["problems"]}, {"X-Fal-Retryable": "false"}
+        if outcome == "failed":
+            detail = [{"loc": ["body"], "msg": "Image generation failed", "type": "runtime_error"}]  # [I]
+            return 422, {"detail": detail}, {"X-Fal-Retryable": "false"}
+        if outcome == "cancelled":
+            return 400, {"detail": "Request was cancelled"}, {}
+        if outcome == "timeout":
+            body = {"detail": "Request timed out", "error_type": "request_timeout"}
+            return 504, body, {"X-Fal-Error-Type": "request_timeout", "X-Fal-Request-Timeout-Type": "user"}
+        return 200, self._output(task, base, expired=expired), {}
+
+    def _output(self, task: Task, base: str, *, expired: bool) -> dict[str, Any]:
+        inputs = task.data["inputs"]
+        assert inputs is not None
+        fmt = inputs["output_format"]
+        images = []
+        for index in range(inputs["num_images"]):
+            spec = ImageSpec.of(inputs["width"], inputs["height"], fmt=fmt, prompt=inputs["prompt"],
+                                seed=inputs["seed"], index=index)
+            if inputs["sync_mode"]:
+                url = f"data:{spec.content_type};base64," + base64.b64encode(render(spec)).decode()
+            else:
+                expires = self.server.clock.now() - 1 if expired else None
+                token = self.server.images.issue(spec, expires_at=expires)
+                url = f"{base}{self.image_prefix}{token}{spec.extension}"
+            images.append({"url": url, "width": spec.width, "height": spec.height,
+                           "content_type": spec.content_type})
+        return {
+            "images": images,
+            "timings": {"inference": round(task.data["run"], 4)},
+            "seed": inputs["seed"],
+            "has_nsfw_concepts": [False] * inputs["num_images"],
+            "prompt": inputs["prompt"],
+        }
+
+    def _result_expired(self, task: Task, body: Any, now: float) -> bool:
+        """[V] results of 10 KB or more are kept 6 min, not 1 h (the store forgets the rest)."""
+        raw = self.contract.behaviour.raw
+        finished = task.finished_at(now)
+        if finished is None or now - finished <= float(raw["retention"]["large_result"]):
+            return False
+        return len(dumps(body)) >= int(raw["limits"]["large_result_bytes"])
+
+    def _validation_error(self, problems: list[dict[str, Any]], request_id: str) -> MockResponse:
+        return MockResponse.json({"detail": problems}, 422, {"x-fal-request-id": request_id,
+                                                             "X-Fal-Retryable": "false"})
+
+    # --- status stream -----------------------------------------------------------------
+
+    async def _events(self, request: MockRequest, task: Task, logs: bool) -> AsyncIterator[bytes]:
+        """One event per state change, closing after COMPLETED ([V]/[V-3p] reference §3)."""
+        clock = self.server.clock
+        ping = float(self.contract.behaviour.raw["stream"]["ping_seconds"])
+        last: str | None = None
+        while True:
+            now = clock.now()
+            if self.server.lifecycle == "polls" and last is not None:
+                self._poll_step(task, now)  # with --lifecycle polls each event counts as a poll
+            state = task.state(now)
+            if state != last:
+                yield sse_event(self._status_body(request, task, state, now, logs=logs))
+                last = state
+            if state == DONE:
+                return
+            if self.server.lifecycle == "polls":
+                await asyncio.sleep(0.01)
+                continue
+            change = self._next_change(task, now)
+            await clock.sleep(min(max(change - now, 0.001), ping))
+            if change - now > ping:
+                yield sse_comment("ping")
+
+    def _next_change(self, task: Task, now: float) -> float:
+        at = task.created_at
+        for length in task.durations:
+            at += length
+            if at > now:
+                return at
+        return now
+
+    # --- webhooks ----------------------------------------------------------------------
+
+    def _arm_webhook(self, task: Task) -> None:
+        """(Re)start the job that posts the webhook when the request ends (provider time)."""
+        old = self._waiters.pop(task.id, None)
+        if old is not None:
+            old.cancel()
+        data = task.data
+        if not data["webhook"] or data["webhook_sent"] or self.server.lifecycle != "time":
+            return  # with --lifecycle polls the poll that completes the request sends it
+        self._waiters[task.id] = self.server.spawn(self._webhook_when_done(task))
+
+    async def _webhook_when_done(self, task: Task) -> None:
+        clock = self.server.clock
+        while task.finished_at(clock.now()) is None:
+            end = self._end_time(task)
+            if math.isinf(end):
+                return
+            await clock.sleep(max(end - clock.now(), 0.001))
+        if self._waiters.get(task.id) is asyncio.current_task():
+            del self._waiters[task.id]
+        self._send_webhook(task)
+
+    def _on_done(self, task: Task) -> None:
+        """A request ended outside its timeline (cancel, or a poll in polls mode)."""
+        if task.data["webhook"] and not task.data["webhook_sent"]:
+            old = self._waiters.pop(task.id, None)
+            if old is not None:
+                old.cancel()
+            self._send_webhook(task)
+
+    def _send_webhook(self, task: Task) -> None:
+        data = task.data
+        if data["webhook_sent"] or not data["webhook"]:
+            return
+        data["webhook_sent"] = True
+        status, body, _ = self._answer(task, data["base"], expired=False)
+        payload: dict[str, Any] = {"request_id": task.id, "gateway_request_id": task.id}
+        if status == 200:
+            payload.update({"status": "OK", "payload": body, "error": None})
+        else:
+            # [V] {"status":"ERROR","error":"Invalid status code: 422","payload":{"detail":[...]}}
+            payload.update({"status": "ERROR", "error": f"Invalid status code: {status}", "payload": body})
+        self.server.deliveries.send(
+            "webhook", data["webhook"], payload, reference=task.id, policy=self._webhook_policy,
+            copies=data["webhook_copies"], delay=data["webhook_delay"],
+        )
+
+
+def _truthy(value: str | None) -> bool:
+    # fal-client sends logs=true|false (httpx encodes the boolean), fal-js sends 1|0.
+    return (value or "").strip().lower() in ("1", "true")
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except ValueError:
+        return None
+
+
+def _log(message: str, at: float, level: str = "INFO") -> dict[str, Any]:
+    stamp = datetime.fromtimestamp(at, tz=UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    return {"message": message, "level": level, "source": "USER", "timestamp": stamp}
+
+
+def _detail(issue: SchemaIssue, data: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-schema issue as the pydantic (v2) entry a FastAPI app answers in ``detail``."""
+    loc: list[str | int] = ["body"]
+    for part in re.findall(r"\.([^.\[]+)|\[(\d+)\]", issue.path):
+        loc.append(part[0] if part[0] else int(part[1]))
+    kind = issue.validator
+    if kind == "required":
+        return {"type": "missing", "loc": loc, "msg": "Field required", "input": issue.instance}
+    if kind == "type":
+        want = next((t for t in _PYDANTIC_TYPES if issue.message.endswith(f"'{t}'")), "object")
+        type_, msg = _PYDANTIC_TYPES[want]
+        return {"type": type_, "loc": loc, "msg": msg, "input": issue.instance}
+    if kind in ("maximum", "minimum"):
+        bound = _bound(issue.message)
+        key, word = ("le", "less") if kind == "maximum" else ("ge", "greater")
+        return {"type": f"{word}_than_equal", "loc": loc, "input": issue.instance,
+                "msg": f"Input should be {word} than or equal to {bound}", "ctx": {key: bound}}
+    if kind == "enum":
+        choices = re.findall(r"'([^']*)'", issue.message.split(" is not one of ", 1)[-1])
+        quoted = [f"'{c}'" for c in choices]
+        expected = (", ".join(quoted[:-1]) + " or " + quoted[-1]) if len(quoted) > 1 else "".join(quoted)
+        return {"type": "literal_error", "loc": loc, "msg": f"Input should be {expected}",
+                "input": issue.instance, "ctx": {"expected": expected}}
+    if kind == "anyOf" and loc[-1] == "image_size":
+        return {"type": "union_tag_invalid", "loc": loc, "input": issue.instance,
+                "msg": "Input should be one of square_hd, square, portrait_4_3, portrait_16_9, "
+                       "landscape_4_3, landscape_16_9, or an object with integer width and height "
+                       "between 1 and 4096"}
+    return {"type": "value_error", "loc": loc, "msg": issue.message, "input": issue.instance}
+
+
+def _bound(message: str) -> int | float:
+    number = float(message.rsplit(" ", 1)[-1])
+    return int(number) if number.is_integer() else number
