@@ -1,0 +1,91 @@
+"""Deviations: what the harness reports, as values with their evidence."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Deviation", "Severity", "Side"]
+
+
+class Severity(enum.IntEnum):
+    """How bad a deviation is; ``--fail-on`` picks the threshold."""
+
+    INFO = 10
+    WARNING = 20
+    ERROR = 30
+    CRITICAL = 40
+
+    @classmethod
+    def parse(cls, value: str | Severity) -> Severity:
+        """``Severity.parse("warning")``; the error lists the valid names."""
+        if isinstance(value, Severity):
+            return value
+        try:
+            return cls[value.strip().upper()]
+        except KeyError:
+            valid = ", ".join(s.label for s in cls)
+            raise ValueError(f"unknown severity {value!r}; valid: {valid}") from None
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+class Side(enum.StrEnum):
+    """Who is at fault: the client under test, or the provider (or its mock)."""
+
+    CLIENT = "client"
+    PROVIDER = "provider"
+
+
+@dataclass(frozen=True)
+class Deviation:
+    """One place where a client or a provider broke the contract.
+
+    ``exchanges`` are journal sequence numbers (:attr:`mocks.engine.Exchange.seq`);
+    ``path`` is where in the exchange (``request.body$.batchsize``, ``response.headers.Retry-After``);
+    ``reproduce`` is a ``curl`` line or a CLI command.
+    """
+
+    rule: str
+    severity: Severity
+    side: Side
+    message: str
+    exchanges: tuple[int, ...] = ()
+    path: str | None = None
+    expected: Any = None
+    actual: Any = None
+    reproduce: str | None = None
+    scenario: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "severity": self.severity.label,
+            "side": self.side.value,
+            "message": self.message,
+            "exchanges": list(self.exchanges),
+            "path": self.path,
+            "expected": _jsonable(self.expected),
+            "actual": _jsonable(self.actual),
+            "reproduce": self.reproduce,
+            "scenario": self.scenario,
+        }
+
+    def __str__(self) -> str:
+        where = f" at {self.path}" if self.path else ""
+        ex = f" (exchange {', '.join(f'#{s}' for s in self.exchanges)})" if self.exchanges else ""
+        return f"[{self.severity.label}] {self.rule} ({self.side.value}){where}: {self.message}{ex}"
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    return repr(value)

@@ -1,0 +1,261 @@
+"""What the harness needs to know about a provider beyond its OpenAPI document, as data.
+
+It is read from the ``conformance:`` section of ``contracts/<id>/behaviour.yaml``; while a
+provider's contract has none, ``harness/profiles/<id>.yaml`` supplies it. Nothing here is
+code about one provider: every rule reads these fields.
+
+.. code-block:: yaml
+
+    conformance:
+      reference_client: harness.clients.cloudsway:run
+      env: { FAL_KEY: "{api_key}" }          # the provider SDK's own variables
+      operations:
+        createImageTask: { kind: create, task_id: "response:$.taskId" }
+        getImageTask:
+          kind: poll
+          task_id: "path:taskId"
+          state: "response:$.status"
+          images: "response:$.imageUrls[*]"
+
+Selectors are ``response:$.json.path``, ``request:$.json.path``, ``path:param``,
+``query:name`` or ``header:Name``; JSON paths know ``.key``, ``[n]`` and ``[*]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+import contracts
+from contracts import Contract
+from mocks.engine import Exchange
+
+from ._exchanges import header, json_or_none
+
+__all__ = ["OperationProfile", "Profile", "Selector", "json_path", "operation_for", "profile"]
+
+KINDS = ("create", "poll", "result", "run", "cancel", "download", "other")
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+_TOKEN = re.compile(r"\.([A-Za-z_][\w-]*)|\[(\*|\d+)\]|\[['\"]([^'\"]+)['\"]\]")
+
+
+def json_path(document: Any, path: str) -> list[Any]:
+    """Values at ``path`` (``$.images[*].url``); an absent branch gives no value."""
+    if not path.startswith("$"):
+        raise ValueError(f"JSON path {path!r} must start with $")
+    values = [document]
+    rest = path[1:]
+    pos = 0
+    while pos < len(rest):
+        m = _TOKEN.match(rest, pos)
+        if m is None:
+            raise ValueError(f"cannot read JSON path {path!r} at {rest[pos:]!r}")
+        pos = m.end()
+        key, index, quoted = m.group(1) or m.group(3), m.group(2), None
+        nxt: list[Any] = []
+        for value in values:
+            if key is not None:
+                if isinstance(value, dict) and key in value:
+                    nxt.append(value[key])
+            elif index == "*":
+                if isinstance(value, list):
+                    nxt.extend(value)
+            elif isinstance(value, list) and int(index) < len(value):
+                nxt.append(value[int(index)])
+        del quoted
+        values = nxt
+    return values
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Where a value sits in an exchange: ``response:$.taskId``, ``path:taskId``..."""
+
+    source: str
+    expr: str
+
+    @classmethod
+    def parse(cls, text: str) -> Selector:
+        source, sep, expr = text.partition(":")
+        if not sep or source not in ("response", "request", "path", "query", "header", "event"):
+            raise contracts.ContractError(
+                f"selector {text!r}: write response:$.path, request:$.path, event:$.path, "
+                "path:param, query:name or header:Name"
+            )
+        return cls(source, expr)
+
+    def values(self, exchange: Exchange, contract: Contract) -> list[Any]:
+        if self.source == "response":
+            return json_path(json_or_none(exchange.response_body), self.expr)
+        if self.source == "request":
+            return json_path(json_or_none(exchange.request_body), self.expr)
+        if self.source == "event":
+            from ._exchanges import stream_events
+
+            out: list[Any] = []
+            for event in stream_events(exchange):
+                out.extend(json_path(event.json(), self.expr))
+            return out
+        if self.source == "query":
+            return [v for k, v in exchange.query if k == self.expr]
+        if self.source == "header":
+            value = header(exchange.response_headers, self.expr)
+            return [] if value is None else [value]
+        params = path_params(contract, exchange.operation, exchange.path)
+        return [params[self.expr]] if self.expr in params else []
+
+    def first(self, exchange: Exchange, contract: Contract) -> Any:
+        values = self.values(exchange, contract)
+        return values[0] if values else None
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.expr}"
+
+
+@dataclass(frozen=True)
+class OperationProfile:
+    """How the rules read one operation's exchanges."""
+
+    operation: str
+    kind: str
+    idempotent: bool
+    task_id: Selector | None = None
+    state: Selector | None = None
+    state_map: Mapping[str, str] = field(default_factory=dict)
+    images: Selector | None = None
+    count: Selector | None = None  # how many images the request asked for (create)
+    returns_urls: tuple[Selector, ...] = ()
+    stream_end: tuple[str, ...] = ()  # event names (or JSON "event" values) that end a stream
+
+
+@dataclass(frozen=True)
+class Profile:
+    provider: str
+    operations: Mapping[str, OperationProfile]
+    env: Mapping[str, str]
+    reference_client: str | None
+    retryable_4xx: tuple[int, ...]
+    source: str  # "behaviour.yaml" or "harness/profiles/<id>.yaml"
+    after_terminal_polls: int = 0  # polls a client may still make after a terminal state
+    retry_backoff_min: float | None = None  # smallest wait before retrying a 5xx (provider s)
+
+    def op(self, operation: str | None) -> OperationProfile | None:
+        return None if operation is None else self.operations.get(operation)
+
+    def of_kind(self, kind: str) -> list[OperationProfile]:
+        return [p for p in self.operations.values() if p.kind == kind]
+
+    def idempotent(self, exchange: Exchange) -> bool:
+        prof = self.op(exchange.operation)
+        if prof is not None:
+            return prof.idempotent
+        return exchange.method.upper() in _IDEMPOTENT_METHODS
+
+
+def _state_map(raw: Any) -> dict[str, str]:
+    return {str(k).lower() if isinstance(k, bool) else str(k): str(v) for k, v in (raw or {}).items()}
+
+
+@cache
+def profile(provider: str) -> Profile:
+    """The conformance profile of a provider (its contract's, or the harness's fallback)."""
+    contract = contracts.load(provider)
+    raw = contract.behaviour.raw.get("conformance")
+    source = "behaviour.yaml"
+    if raw is None:
+        path = resources.files("harness").joinpath("profiles", f"{contract.provider}.yaml")
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        source = f"harness/profiles/{contract.provider}.yaml"
+    ops: dict[str, OperationProfile] = {}
+    for op_id, spec in (raw.get("operations") or {}).items():
+        op = contract.operation(op_id)  # fails naming the known ones
+        kind = spec.get("kind", "other")
+        if kind not in KINDS:
+            raise contracts.ContractError(f"{provider} {op_id}: kind {kind!r}; valid: {', '.join(KINDS)}")
+
+        def sel(name: str, spec: Mapping[str, Any] = spec) -> Selector | None:
+            return Selector.parse(spec[name]) if spec.get(name) else None
+
+        ops[op_id] = OperationProfile(
+            operation=op_id,
+            kind=kind,
+            idempotent=bool(spec.get("idempotent", op.method in _IDEMPOTENT_METHODS)),
+            task_id=sel("task_id"),
+            state=sel("state"),
+            state_map=_state_map(spec.get("state_map")),
+            images=sel("images"),
+            count=sel("count"),
+            returns_urls=tuple(Selector.parse(s) for s in spec.get("returns_urls") or ()),
+            stream_end=tuple(str(e) for e in spec.get("stream_end") or ()),
+        )
+    for op_id, op in contract.operations.items():
+        ops.setdefault(op_id, OperationProfile(op_id, "other", op.method in _IDEMPOTENT_METHODS))
+    return Profile(
+        provider=contract.provider,
+        operations=ops,
+        env={str(k): str(v) for k, v in (raw.get("env") or {}).items()},
+        reference_client=raw.get("reference_client"),
+        retryable_4xx=tuple(int(s) for s in raw.get("retryable_4xx", (408, 429))),
+        source=source,
+        after_terminal_polls=int(raw.get("after_terminal_polls", 0)),
+        retry_backoff_min=(
+            None if raw.get("retry_backoff_min") is None else float(raw["retry_backoff_min"])
+        ),
+    )
+
+
+def _segments(path: str) -> list[str]:
+    return [s for s in path.split("/") if s]
+
+
+def _match_suffix(template: str, path: str) -> tuple[int, dict[str, str]] | None:
+    """Match ``template`` against the end of ``path``: how many segments matched, and params.
+
+    Providers whose documented prefix is unreliable (Cloudsway's doubled ``/v2/ai``) are
+    routed on the suffix, so the harness matches the same way; leading literal segments of
+    the template may be missing from the path, and extra leading segments are allowed.
+    """
+    tpl = _segments(template)
+    got = _segments(path)
+    params: dict[str, str] = {}
+    matched = 0
+    for t, g in zip(reversed(tpl), reversed(got), strict=False):
+        if t.startswith("{") and t.endswith("}"):
+            params[t[1:-1]] = g
+        elif t != g:
+            return None
+        matched += 1
+    rest = tpl[: len(tpl) - matched]
+    if any(s.startswith("{") for s in rest):
+        return None
+    return matched, params
+
+
+def path_params(contract: Contract, operation: str | None, path: str) -> dict[str, str]:
+    if operation is None or operation not in contract.operations:
+        return {}
+    found = _match_suffix(contract.operations[operation].path, path)
+    return found[1] if found else {}
+
+
+def operation_for(contract: Contract, method: str, path: str) -> str | None:
+    """The operationId a request addresses (the longest matching path template), or None."""
+    best: tuple[int, int, int, str] | None = None
+    for op in contract.operations.values():
+        if op.method != method.upper():
+            continue
+        found = _match_suffix(op.path, path)
+        if found is None:
+            continue
+        literal = sum(1 for s in _segments(op.path) if not s.startswith("{"))
+        extra = len(_segments(path)) - found[0]
+        key = (found[0], literal, -extra, op.operation_id)
+        if best is None or key > best:
+            best = key
+    return best[3] if best else None
