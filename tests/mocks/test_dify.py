@@ -1,0 +1,697 @@
+"""Dify workflow mock, in process: contract, validation, blocking runs, signed files, faults, uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+import yaml
+from openapi_spec_validator import validate
+from PIL import Image
+
+import contracts
+from mocks import MockServer
+from mocks.dify import DifyProvider, Workflow, WorkflowError
+from mocks.engine import MockResponse
+
+AUTH = {"Authorization": "Bearer app-test"}
+RUN = "/v1/workflows/run"
+# The seed's curl body, verbatim.
+SEED_BODY: dict[str, Any] = {
+    "inputs": {"prompt": "一个胸有成竹的男人", "model_name": "chilloutmix_NiPrunedFp32Fix"},
+    "response_mode": "blocking",
+    "user": "alg123",
+}
+SEED_FILE_KEYS = [
+    "__variant", "tenant_id", "type", "transfer_method", "url", "related_id", "filename",
+    "extension", "mime_type",
+]
+MODELS = [
+    "chilloutmix_NiPrunedFp32Fix", "dosmix_", "ghostmix_v20Bakedvae", "rundiffusionFX_v10",
+    "v1-5-pruned-emaonly",
+]
+CONTRACT_DIR = Path(contracts.__file__).parent / "dify"
+
+
+def manual(**kwargs: Any) -> MockServer:
+    return MockServer("dify", clock="manual", seed=1, **kwargs)
+
+
+def provider(server: MockServer) -> DifyProvider:
+    assert isinstance(server.provider, DifyProvider)
+    return server.provider
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def blocking(
+    server: MockServer, body: dict[str, Any] | None = None, *, advance: float = 60.0,
+    headers: dict[str, str] | None = None,
+) -> MockResponse:
+    """Start a blocking run, move the manual clock on, and return its answer."""
+    pending = asyncio.ensure_future(
+        server.request("POST", RUN, json=body or SEED_BODY, headers={**AUTH, **(headers or {})})
+    )
+    await settle()
+    server.clock.advance(advance)
+    return await asyncio.wait_for(pending, 5)
+
+
+def envelope(response: MockResponse, status: int, code: str) -> str:
+    assert response.status == status, response.body
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json_body()
+    assert set(body) == {"code", "message", "status"}
+    assert body["code"] == code
+    assert body["status"] == status
+    validator = contracts.response_validator("dify", "runWorkflow", status)
+    assert validator is not None and validator.issues(body) == []
+    return str(body["message"])
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    parts = urlsplit(url)
+    return parts.path, dict(parse_qsl(parts.query))
+
+
+# --- the contract ----------------------------------------------------------------------
+
+
+def test_openapi_is_valid() -> None:
+    validate(yaml.safe_load((CONTRACT_DIR / "openapi.yaml").read_text("utf-8")))
+
+
+def test_every_routed_operation_is_in_the_contract_and_back() -> None:
+    contract = contracts.load("dify")
+    routed = {r.operation for r in DifyProvider.routes()}
+    assert None not in routed
+    assert routed == set(contract.operations)
+
+
+def test_contract_loads_with_options_quirks_and_error_codes() -> None:
+    behaviour = contracts.load("dify").behaviour
+    assert behaviour.auth.scheme == "Bearer"
+    assert {"gateway_timeout", "file_urls", "total_steps", "stop_blocking"} <= set(behaviour.options)
+    assert "blocking-gateway-timeout" in {q.id for q in behaviour.quirks}
+    codes = behaviour.raw["error_codes"]
+    for code in ("invalid_param", "app_unavailable", "provider_not_initialize",
+                 "provider_quota_exceeded", "model_currently_not_support",
+                 "completion_request_error", "not_workflow_app", "unauthorized", "forbidden",
+                 "not_found", "too_many_requests", "internal_server_error"):
+        assert code in codes
+
+
+def test_scenarios_name_known_faults_and_operations() -> None:
+    contract = contracts.load("dify")
+    from mocks.engine import FaultSpec
+
+    for scenario in contract.scenarios:
+        for fault in scenario.faults:
+            spec = FaultSpec.parse(fault)
+            assert spec.operation is None or spec.operation in contract.operations
+
+
+def test_default_workflow_reproduces_the_seed_form() -> None:
+    wf = Workflow.load()
+    kinds = [next(iter(e)) for e in wf.user_input_form]
+    assert kinds == ["text-input", "select"]
+    prompt, model = (next(iter(e.values())) for e in wf.user_input_form)
+    assert prompt["variable"] == "prompt" and prompt["required"] is True
+    assert model["variable"] == "model_name" and model["required"] is False
+    assert model["options"] == MODELS and model["default"] == "v1-5-pruned-emaonly"
+    assert [n.type for n in wf.nodes] == ["start", "tool", "end"]
+
+
+# --- blocking runs -------------------------------------------------------------------
+
+
+async def test_seed_request_answers_the_seed_body() -> None:
+    server = manual()
+    response = await blocking(server)
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "application/json"
+    body = response.json_body()
+    validator = contracts.response_validator("dify", "runWorkflow", 200)
+    assert validator is not None and validator.issues(body) == []
+    assert list(body) == ["task_id", "workflow_run_id", "data"]
+    data = body["data"]
+    assert list(data) == [
+        "id", "workflow_id", "status", "outputs", "error", "elapsed_time", "total_tokens",
+        "total_steps", "created_at", "finished_at",
+    ]
+    assert data["id"] == body["workflow_run_id"] != body["task_id"]
+    assert data["workflow_id"] == "aa4896ce-61eb-4873-8e8d-b18789bbd41b"
+    assert data["status"] == "succeeded" and data["error"] is None
+    assert data["total_tokens"] == 536 and data["total_steps"] == 5
+    assert 12.0 < data["elapsed_time"] < 26.0
+    assert data["finished_at"] - data["created_at"] == int(data["elapsed_time"]) or (
+        data["finished_at"] - data["created_at"] == int(data["elapsed_time"]) + 1
+    )
+    (file,) = data["outputs"]["files"]
+    assert list(file) == SEED_FILE_KEYS
+    assert file["__variant"] == "FileVar" and file["transfer_method"] == "tool_file"
+    assert file["tenant_id"] == "a28e2d2e-0eb5-49a6-8742-16369a5c22bd"
+    assert (file["filename"], file["extension"], file["mime_type"]) == ("image", ".png", "image/png")
+    assert re.fullmatch(
+        r"/files/tools/" + re.escape(file["related_id"])
+        + r"\.png\?timestamp=\d+&nonce=[0-9a-f]{32}&sign=[A-Za-z0-9_-]{43}=",
+        file["url"],
+    )
+    assert server.errors == []
+
+
+async def test_blocking_answer_waits_for_the_run() -> None:
+    server = manual()
+    pending = asyncio.ensure_future(server.request("POST", RUN, json=SEED_BODY, headers=AUTH))
+    await settle()
+    server.clock.advance(5)
+    await settle()
+    assert not pending.done()
+    server.clock.advance(30)
+    response = await asyncio.wait_for(pending, 5)
+    assert response.json_body()["data"]["status"] == "succeeded"
+
+
+async def test_response_mode_omitted_means_blocking() -> None:
+    server = manual()
+    body = {k: v for k, v in SEED_BODY.items() if k != "response_mode"}
+    response = await blocking(server, body)
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json_body()["data"]["status"] == "succeeded"
+
+
+async def test_model_name_defaults_to_v1_5() -> None:
+    server = manual()
+    response = await blocking(server, {"inputs": {"prompt": "a cat"}, "user": "u"})
+    run_id = response.json_body()["workflow_run_id"]
+    detail = await server.request("GET", f"/v1/workflows/run/{run_id}", headers=AUTH)
+    assert json.loads(detail.json_body()["inputs"]) == {
+        "prompt": "a cat", "model_name": "v1-5-pruned-emaonly",
+    }
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_each_seed_model_is_accepted(model: str) -> None:
+    server = manual()
+    response = await blocking(server, {"inputs": {"prompt": "p", "model_name": model}, "user": "u"})
+    assert response.json_body()["data"]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "message"),
+    [
+        pytest.param({"inputs": {"prompt": "p"}}, "invalid_param", "Arg user must be provided.",
+                     id="missing-user"),
+        pytest.param({"inputs": {"prompt": "p"}, "user": ""}, "invalid_param",
+                     "Arg user must be provided.", id="empty-user"),
+        pytest.param({"user": "u"}, "invalid_param", "inputs is required and must be an object",
+                     id="missing-inputs"),
+        pytest.param({"inputs": "p", "user": "u"}, "invalid_param",
+                     "inputs is required and must be an object", id="inputs-not-object"),
+        pytest.param({"inputs": {}, "user": "u"}, "invalid_param",
+                     "prompt is required in input form", id="missing-prompt"),
+        pytest.param({"inputs": {"prompt": 5}, "user": "u"}, "invalid_param",
+                     "prompt in input form must be a string", id="prompt-not-string"),
+        pytest.param({"inputs": {"prompt": "x" * 4001}, "user": "u"}, "invalid_param",
+                     "prompt in input form must be less than 4000 characters", id="prompt-too-long"),
+        pytest.param({"inputs": {"prompt": "p", "model_name": "sdxl"}, "user": "u"}, "invalid_param",
+                     f"model_name in input form must be one of the following: {MODELS}",
+                     id="unknown-model"),
+        pytest.param({"inputs": {"prompt": "p"}, "user": "u", "response_mode": "fast"},
+                     "invalid_param", "response_mode must be 'blocking' or 'streaming', got 'fast'",
+                     id="bad-response-mode"),
+        pytest.param({"inputs": {"prompt": "p"}, "user": "u",
+                      "files": [{"type": "image", "transfer_method": "local_file",
+                                 "upload_file_id": "nope"}]},
+                     "invalid_param", "files[0].upload_file_id is not an uploaded file",
+                     id="unknown-upload"),
+    ],
+)
+async def test_bad_run_bodies_get_invalid_param(body: dict[str, Any], code: str, message: str) -> None:
+    server = manual()
+    response = await server.request("POST", RUN, json=body, headers=AUTH)
+    assert envelope(response, 400, code) == message
+    assert len(server.tasks) == 0
+
+
+async def test_bad_files_entry_names_the_field() -> None:
+    server = manual()
+    body = {"inputs": {"prompt": "p"}, "user": "u", "files": [{"type": "image", "transfer_method": "x"}]}
+    message = envelope(await server.request("POST", RUN, json=body, headers=AUTH), 400, "invalid_param")
+    assert message.startswith("files[0]")
+
+
+@pytest.mark.parametrize(
+    "raw", [b"{not json", b"", b"[1, 2]", b"\xff\xfe"], ids=["broken", "empty", "array", "binary"]
+)
+async def test_non_json_bodies_get_bad_request(raw: bytes) -> None:
+    server = manual()
+    response = await server.request(
+        "POST", RUN, body=raw, headers={**AUTH, "Content-Type": "application/json"}
+    )
+    message = envelope(response, 400, "bad_request")
+    assert "could not understand" in message
+    assert server.errors == []
+
+
+# --- auth ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        pytest.param({}, "Authorization header must be provided and start with 'Bearer'", id="missing"),
+        pytest.param({"Authorization": "Basic abc"}, "Authorization scheme must be 'Bearer'",
+                     id="wrong-scheme"),
+        pytest.param({"Authorization": "Bearer wrong"}, "Access token is invalid", id="unknown-key"),
+    ],
+)
+async def test_auth_failures_are_401_unauthorized(headers: dict[str, str], message: str) -> None:
+    server = manual(api_keys=["app-test"])
+    response = await server.request("POST", RUN, json=SEED_BODY, headers=headers)
+    assert envelope(response, 401, "unauthorized") == message
+
+
+async def test_file_links_need_no_auth_but_api_routes_do() -> None:
+    server = manual()
+    response = await server.request("GET", "/v1/parameters")
+    assert response.status == 401
+
+
+# --- signed file links ---------------------------------------------------------------
+
+
+async def test_output_link_downloads_a_png_and_is_signed_as_dify_does() -> None:
+    server = manual()
+    file = (await blocking(server)).json_body()["data"]["outputs"]["files"][0]
+    path, query = split_url(file["url"])
+    # Recompute the signature independently: HMAC-SHA256 over Dify's message, urlsafe base64.
+    message = f"file-preview|{file['related_id']}|{query['timestamp']}|{query['nonce']}".encode()
+    expected = base64.urlsafe_b64encode(hmac.new(server.secret, message, hashlib.sha256).digest())
+    assert query["sign"] == expected.decode()
+    response = await server.request("GET", path, query=query)
+    assert response.status == 200 and response.headers["Content-Type"] == "image/png"
+    assert isinstance(response.body, bytes)
+    image = Image.open(io.BytesIO(response.body))
+    assert (image.format, image.size) == ("PNG", (512, 512))
+    head = await server.request("HEAD", path, query=query)
+    assert head.status == 200 and head.body == b""
+
+
+@pytest.mark.parametrize("field", ["sign", "nonce", "timestamp"])
+async def test_tampered_link_is_403(field: str) -> None:
+    server = manual()
+    file = (await blocking(server)).json_body()["data"]["outputs"]["files"][0]
+    path, query = split_url(file["url"])
+    value = query[field]
+    query[field] = ("A" if value[0] != "A" else "B") + value[1:]
+    if field == "timestamp":
+        query[field] = str(int(value) - 1)
+    response = await server.request("GET", path, query=query)
+    assert response.status == 403
+    assert response.json_body() == {"code": "forbidden", "message": "Invalid request.", "status": 403}
+
+
+async def test_link_without_signature_is_403() -> None:
+    server = manual()
+    file = (await blocking(server)).json_body()["data"]["outputs"]["files"][0]
+    path, _ = split_url(file["url"])
+    assert (await server.request("GET", path)).status == 403
+
+
+async def test_link_is_valid_300_provider_seconds() -> None:
+    server = manual()
+    file = (await blocking(server)).json_body()["data"]["outputs"]["files"][0]
+    path, query = split_url(file["url"])
+    server.clock.advance(300 - (server.clock.now() - int(query["timestamp"])))
+    assert (await server.request("GET", path, query=query)).status == 200
+    server.clock.advance(1.5)
+    assert (await server.request("GET", path, query=query)).status == 403
+
+
+async def test_run_detail_signs_fresh_links() -> None:
+    server = manual()
+    body = (await blocking(server)).json_body()
+    server.clock.advance(400)
+    detail = await server.request("GET", f"/v1/workflows/run/{body['workflow_run_id']}", headers=AUTH)
+    path, query = split_url(detail.json_body()["outputs"]["files"][0]["url"])
+    assert (await server.request("GET", path, query=query)).status == 200
+
+
+async def test_expired_url_fault_gives_a_dead_link() -> None:
+    server = manual()
+    response = await blocking(server, headers={"X-Mock-Fault": "expired_url"})
+    path, query = split_url(response.json_body()["data"]["outputs"]["files"][0]["url"])
+    assert (await server.request("GET", path, query=query)).status == 403
+
+
+async def test_absolute_file_urls_option() -> None:
+    server = manual(options={"file_urls": "absolute"})
+    file = (await blocking(server)).json_body()["data"]["outputs"]["files"][0]
+    assert file["url"].startswith("http://127.0.0.1/files/tools/")
+
+
+async def test_unknown_file_with_valid_signature_is_404() -> None:
+    server = manual()
+    prov = provider(server)
+    ts, nonce = str(int(server.clock.now())), "0" * 32
+    query = {"timestamp": ts, "nonce": nonce, "sign": prov._sign("nope", ts, nonce)}
+    response = await server.request("GET", "/files/tools/nope.png", query=query)
+    assert response.status == 404 and response.json_body()["code"] == "not_found"
+
+
+# --- gateway limit, failures, stop ---------------------------------------------------
+
+
+async def test_blocking_run_is_cut_at_100_seconds_and_goes_on() -> None:
+    server = manual()
+    provider(server).use_workflow(slow_workflow(150.0))
+    pending = asyncio.ensure_future(server.request("POST", RUN, json=SEED_BODY, headers=AUTH))
+    await settle()
+    server.clock.advance(99)
+    await settle()
+    assert not pending.done()
+    server.clock.advance(1.5)
+    response = await asyncio.wait_for(pending, 5)
+    assert response.status == 524
+    assert response.body == b"error code: 524"
+    (task,) = list(server.tasks)
+    server.clock.advance(60)
+    detail = await server.request("GET", f"/v1/workflows/run/{task.id}", headers=AUTH)
+    assert detail.json_body()["status"] == "succeeded"
+
+
+async def test_gateway_timeout_off_waits_for_the_run() -> None:
+    server = manual(options={"gateway_timeout": "off"})
+    provider(server).use_workflow(slow_workflow(150.0))
+    pending = asyncio.ensure_future(server.request("POST", RUN, json=SEED_BODY, headers=AUTH))
+    await settle()
+    server.clock.advance(120)
+    await settle()
+    assert not pending.done()
+    server.clock.advance(40)
+    response = await asyncio.wait_for(pending, 5)
+    assert response.status == 200 and response.json_body()["data"]["status"] == "succeeded"
+
+
+async def test_never_finish_blocking_gets_524() -> None:
+    server = manual(options={"gateway_timeout": "60"})
+    response = await blocking(server, headers={"X-Mock-Fault": "never_finish"}, advance=61)
+    assert response.status == 524
+
+
+async def test_node_failure_in_blocking_mode() -> None:
+    server = manual()
+    response = await blocking(server, headers={"X-Mock-Fault": "task_fail"})
+    data = response.json_body()["data"]
+    assert response.status == 200
+    assert data["status"] == "failed"
+    assert data["error"] == Workflow.load().nodes[1].error
+    assert data["outputs"] is None and data["total_tokens"] == 0
+
+
+async def test_error_after_start_in_blocking_mode_is_an_http_error() -> None:
+    server = manual()
+    response = await blocking(server, headers={"X-Mock-Fault": "task_fail:error:provider_quota_exceeded"})
+    assert envelope(response, 400, "provider_quota_exceeded").startswith("Your quota")
+
+
+async def test_stop_answers_success_for_anything() -> None:
+    server = manual()
+    response = await server.request(
+        "POST", "/v1/workflows/tasks/unknown/stop", json={"user": "someone"}, headers=AUTH
+    )
+    assert response.status == 200 and response.json_body() == {"result": "success"}
+
+
+async def test_stop_needs_a_user() -> None:
+    server = manual()
+    response = await server.request("POST", "/v1/workflows/tasks/x/stop", json={}, headers=AUTH)
+    assert envelope(response, 400, "invalid_param") == "Arg user must be provided."
+
+
+@pytest.mark.parametrize(("option", "expected"), [("false", "succeeded"), ("true", "stopped")])
+async def test_stop_and_blocking_runs(option: str, expected: str) -> None:
+    server = manual(options={"stop_blocking": option})
+    pending = asyncio.ensure_future(server.request("POST", RUN, json=SEED_BODY, headers=AUTH))
+    await settle()
+    server.clock.advance(5)
+    (task,) = list(server.tasks)
+    stop = await server.request(
+        "POST", f"/v1/workflows/tasks/{task.data['task_id']}/stop", json={"user": "x"}, headers=AUTH
+    )
+    assert stop.json_body() == {"result": "success"}
+    await settle()
+    server.clock.advance(60)
+    data = (await asyncio.wait_for(pending, 5)).json_body()["data"]
+    assert data["status"] == expected
+    if expected == "stopped":
+        assert data["error"] == "Stopped by user." and data["outputs"] is None
+
+
+# --- run detail, parameters, total_steps -----------------------------------------------
+
+
+async def test_run_detail_while_running_and_after() -> None:
+    server = manual()
+    pending = asyncio.ensure_future(server.request("POST", RUN, json=SEED_BODY, headers=AUTH))
+    await settle()
+    server.clock.advance(1)
+    (task,) = list(server.tasks)
+    running = (await server.request("GET", f"/v1/workflows/run/{task.id}", headers=AUTH)).json_body()
+    validator = contracts.response_validator("dify", "getWorkflowRun", 200)
+    assert validator is not None and validator.issues(running) == []
+    assert running["status"] == "running" and running["finished_at"] is None
+    assert running["outputs"] == {}
+    assert isinstance(running["inputs"], str) and json.loads(running["inputs"]) == SEED_BODY["inputs"]
+    server.clock.advance(60)
+    await pending
+    done = (await server.request("GET", f"/v1/workflows/run/{task.id}", headers=AUTH)).json_body()
+    assert validator.issues(done) == []
+    assert done["status"] == "succeeded" and done["outputs"]["files"][0]["__variant"] == "FileVar"
+
+
+async def test_unknown_run_is_404_not_found() -> None:
+    server = manual()
+    response = await server.request("GET", "/v1/workflows/run/nope", headers=AUTH)
+    assert response.status == 404
+    assert response.json_body() == {"code": "not_found", "message": "Workflow run not found.", "status": 404}
+
+
+async def test_total_steps_option_counts_nodes() -> None:
+    server = manual(options={"total_steps": "nodes"})
+    assert (await blocking(server)).json_body()["data"]["total_steps"] == 3
+
+
+async def test_parameters_come_from_the_workflow() -> None:
+    server = manual()
+    response = await server.request("GET", "/v1/parameters", headers=AUTH, query={"user": "u"})
+    body = response.json_body()
+    validator = contracts.response_validator("dify", "getParameters", 200)
+    assert validator is not None and validator.issues(body) == []
+    assert body["user_input_form"] == [dict(e) for e in Workflow.load().user_input_form]
+    assert body["system_parameters"]["image_file_size_limit"] == 10
+
+
+# --- a workflow of one's own ---------------------------------------------------------
+
+
+def slow_workflow(tool_seconds: float, *, images: int = 2) -> dict[str, Any]:
+    return {
+        "id": "11111111-2222-3333-4444-555555555555",
+        "user_input_form": [{"text-input": {"label": "prompt", "variable": "prompt", "required": True}}],
+        "nodes": [
+            {"id": "s", "type": "start", "seconds": 0.5},
+            {"id": "t", "type": "tool", "title": "Draw", "seconds": tool_seconds, "tokens": 7,
+             "images": {"count": images, "width": 64, "height": 32}},
+            {"id": "e", "type": "end", "seconds": 0.5},
+        ],
+        "outputs": [{"variable": "images", "value_selector": ["t", "files"]},
+                    {"variable": "note", "value": "done"}],
+    }
+
+
+async def test_own_workflow_file_through_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(slow_workflow(3.0), allow_unicode=True), "utf-8")
+    monkeypatch.setenv("IMAGEGEN_DIFY_WORKFLOW", str(path))
+    server = manual()
+    params = (await server.request("GET", "/v1/parameters", headers=AUTH)).json_body()
+    assert [next(iter(e)) for e in params["user_input_form"]] == ["text-input"]
+    data = (await blocking(server, {"inputs": {"prompt": "p"}, "user": "u"})).json_body()["data"]
+    assert data["workflow_id"] == "11111111-2222-3333-4444-555555555555"
+    assert data["outputs"]["note"] == "done" and len(data["outputs"]["images"]) == 2
+    assert data["total_tokens"] == 7 and data["total_steps"] == 3  # no total_steps in the file
+    path_, query = split_url(data["outputs"]["images"][1]["url"])
+    image = await server.request("GET", path_, query=query)
+    assert isinstance(image.body, bytes)
+    assert Image.open(io.BytesIO(image.body)).size == (64, 32)
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        pytest.param([], "expected a mapping", id="not-a-mapping"),
+        pytest.param({"nodes": []}, "'nodes' must be a non-empty list", id="no-nodes"),
+        pytest.param({"nodes": [{"id": "a"}]}, "nodes[0] needs at least 'id' and 'type'", id="no-type"),
+        pytest.param({"nodes": [{"id": "a", "type": "start", "seconds": [3, 1]}]}, "nodes[0].seconds",
+                     id="bad-seconds"),
+        pytest.param({"nodes": [{"id": "a", "type": "start"}], "user_input_form": [{"slider": {}}]},
+                     "user_input_form[0]", id="bad-form"),
+        pytest.param({"nodes": [{"id": "a", "type": "start"}],
+                      "outputs": [{"variable": "x", "value_selector": ["b", "y"]}]},
+                     "outputs[0].value_selector", id="unknown-node"),
+    ],
+)
+def test_bad_workflows_are_explained(raw: Any, fragment: str) -> None:
+    with pytest.raises(WorkflowError, match=re.escape(fragment)):
+        Workflow.from_dict(raw)
+
+
+def test_missing_workflow_file_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(WorkflowError, match="does not exist"):
+        Workflow.load(tmp_path / "absent.yaml")
+
+
+# --- faults in Dify's envelope -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "code"),
+    [
+        ("http:400:invalid_param", 400, "invalid_param"),
+        ("http:400:app_unavailable", 400, "app_unavailable"),
+        ("http:400:provider_not_initialize", 400, "provider_not_initialize"),
+        ("http:400:provider_quota_exceeded", 400, "provider_quota_exceeded"),
+        ("http:400:model_currently_not_support", 400, "model_currently_not_support"),
+        ("http:400:completion_request_error", 400, "completion_request_error"),
+        ("http:400:not_workflow_app", 400, "not_workflow_app"),
+        ("http:400", 400, "invalid_param"),
+        ("http:401", 401, "unauthorized"),
+        ("http:403", 403, "forbidden"),
+        ("http:404", 404, "not_found"),
+        ("http:429", 429, "too_many_requests"),
+        ("http:500", 500, "internal_server_error"),
+        ("rate_limit:2", 429, "too_many_requests"),
+    ],
+)
+async def test_faults_answer_in_difys_envelope(fault: str, status: int, code: str) -> None:
+    server = manual()
+    response = await server.request("POST", RUN, json=SEED_BODY, headers={**AUTH, "X-Mock-Fault": fault})
+    message = envelope(response, status, code)
+    expected = contracts.load("dify").behaviour.raw["error_codes"][code]
+    assert expected["status"] == status
+    if code != "not_found":
+        assert message == expected["message"]
+    if fault.startswith("rate_limit"):
+        assert response.headers["Retry-After"] == "2"
+
+
+async def test_unknown_route_is_404_in_the_envelope() -> None:
+    server = manual()
+    response = await server.request("GET", "/v1/nothing", headers=AUTH)
+    assert response.status == 404 and response.json_body()["code"] == "not_found"
+
+
+async def test_huge_run_body_is_413() -> None:
+    server = manual()
+    body = b'{"user":"u","inputs":{"prompt":"' + b"x" * (16 * 1024 * 1024) + b'"}}'
+    response = await server.request("POST", RUN, body=body, headers={**AUTH, "Content-Type": "application/json"})
+    envelope(response, 413, "request_entity_too_large")
+
+
+# --- uploads -------------------------------------------------------------------------
+
+
+def multipart(*parts: tuple[str, str | None, str, bytes]) -> tuple[bytes, str]:
+    boundary = "----difymockboundary"
+    out = b""
+    for name, filename, ctype, data in parts:
+        disp = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disp}\r\n".encode()
+        if filename is not None:
+            out += f"Content-Type: {ctype}\r\n".encode()
+        out += b"\r\n" + data + b"\r\n"
+    out += f"--{boundary}--\r\n".encode()
+    return out, f"multipart/form-data; boundary={boundary}"
+
+
+async def upload(server: MockServer, *parts: tuple[str, str | None, str, bytes]) -> MockResponse:
+    body, ctype = multipart(*parts)
+    return await server.request("POST", "/v1/files/upload", body=body, headers={**AUTH, "Content-Type": ctype})
+
+
+def png_bytes() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(out, "PNG")
+    return out.getvalue()
+
+
+async def test_upload_answers_201_and_the_file_can_be_used_and_read() -> None:
+    server = manual()
+    data = png_bytes()
+    response = await upload(server, ("file", "cat.png", "image/png", data), ("user", None, "", b"alg123"))
+    assert response.status == 201
+    meta = response.json_body()
+    validator = contracts.response_validator("dify", "uploadFile", 201)
+    assert validator is not None and validator.issues(meta) == []
+    assert (meta["name"], meta["size"], meta["extension"], meta["mime_type"]) == (
+        "cat.png", len(data), "png", "image/png"
+    )
+    assert meta["preview_url"] is None
+    path, query = split_url(meta["source_url"])
+    assert path == f"/files/{meta['id']}/file-preview"
+    preview = await server.request("GET", path, query=query)
+    assert preview.status == 200 and preview.body == data
+    body = {**SEED_BODY, "files": [{"type": "image", "transfer_method": "local_file",
+                                    "upload_file_id": meta["id"]}]}
+    assert (await blocking(server, body)).json_body()["data"]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    ("parts", "status", "code"),
+    [
+        pytest.param([("user", None, "", b"u")], 400, "no_file_uploaded", id="no-file"),
+        pytest.param([("file", "a.png", "image/png", b"1"), ("file", "b.png", "image/png", b"2")],
+                     400, "too_many_files", id="two-files"),
+        pytest.param([("file", "", "image/png", b"1")], 400, "filename_not_exists_error", id="no-name"),
+        pytest.param([("file", "run.exe", "application/octet-stream", b"MZ")], 415,
+                     "unsupported_file_type", id="exe"),
+        pytest.param([("file", "big.png", "image/png", b"0" * (10 * 1024 * 1024 + 1))], 413,
+                     "file_too_large", id="image-over-10mb"),
+    ],
+)
+async def test_upload_errors(parts: list[tuple[str, str | None, str, bytes]], status: int, code: str) -> None:
+    server = manual()
+    response = await upload(server, *parts)
+    assert response.status == status
+    body = response.json_body()
+    assert (body["code"], body["status"]) == (code, status)
+
+
+async def test_upload_that_is_not_multipart_is_no_file_uploaded() -> None:
+    server = manual()
+    response = await server.request("POST", "/v1/files/upload", json={"file": "x"}, headers=AUTH)
+    assert response.json_body()["code"] == "no_file_uploaded"
+
+
+async def test_reset_forgets_files() -> None:
+    server = manual()
+    file = (await blocking(server)).json_body()["data"]["outputs"]["files"][0]
+    path, query = split_url(file["url"])
+    server.reset()
+    assert (await server.request("GET", path, query=query)).status == 404
