@@ -610,7 +610,8 @@ async def test_unknown_route_is_404_in_the_envelope() -> None:
 async def test_huge_run_body_is_413() -> None:
     server = manual()
     body = b'{"user":"u","inputs":{"prompt":"' + b"x" * (16 * 1024 * 1024) + b'"}}'
-    response = await server.request("POST", RUN, body=body, headers={**AUTH, "Content-Type": "application/json"})
+    headers = {**AUTH, "Content-Type": "application/json"}
+    response = await server.request("POST", RUN, body=body, headers=headers)
     envelope(response, 413, "request_entity_too_large")
 
 
@@ -632,7 +633,8 @@ def multipart(*parts: tuple[str, str | None, str, bytes]) -> tuple[bytes, str]:
 
 async def upload(server: MockServer, *parts: tuple[str, str | None, str, bytes]) -> MockResponse:
     body, ctype = multipart(*parts)
-    return await server.request("POST", "/v1/files/upload", body=body, headers={**AUTH, "Content-Type": ctype})
+    headers = {**AUTH, "Content-Type": ctype}
+    return await server.request("POST", "/v1/files/upload", body=body, headers=headers)
 
 
 def png_bytes() -> bytes:
