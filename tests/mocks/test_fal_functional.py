@@ -274,12 +274,14 @@ async def test_invalid_input_surfaces_as_fal_client_http_error_422(
     assert error["message"][0]["type"] == "less_than_equal"
     # [V-3p] it was queued and COMPLETED first: the error only surfaces at the result.
     assert out["updates"][-1]["type"] == "Completed"
+    assert running.server.errors == []
 
 
 async def test_image_link_served_over_plain_http(serve_mock: Any) -> None:
     running = await serve_mock("fal", clock="manual", seed=2)
     async with httpx.AsyncClient(base_url=running.url, headers=KEY) as client:
-        submit = (await client.post("/fal-ai/flux-1/dev", json={"prompt": "x", "image_size": "square"})).json()
+        answer = await client.post("/fal-ai/flux-1/dev", json={"prompt": "x", "image_size": "square"})
+        submit = answer.json()
         running.server.clock.advance(60)
         result = (await client.get(submit["response_url"])).json()
         image = await client.get(result["images"][0]["url"])
