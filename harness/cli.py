@@ -182,3 +182,37 @@ def faults() -> None:
     for name, doc in FAULTS.items():
         click.echo(f"  {name:18} {doc}")
 
+
+
+@main.command(context_settings={**CONTEXT, "ignore_unknown_options": True})
+@click.option("--provider", "-p", required=True, metavar="ID", help="Provider whose contract to check.")
+@click.option("--target", default=None, metavar="URL",
+              help="Base URL to check (a live endpoint or a running mock). Default: a fresh mock.")
+@click.option("--max-examples", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Hypothesis examples per operation and phase.")
+@click.option("--api-key", default=None, envvar="IMAGEGEN_API_KEY",
+              help="Key to send (env IMAGEGEN_API_KEY). With no --target, the mock accepts only it.")
+@click.option("--seed", type=int, default=None, help="Reproduce a previous run.")
+@click.argument("schemathesis_args", nargs=-1, type=click.UNPROCESSED)
+def check(provider: str, target: str | None, max_examples: int, api_key: str | None,
+          seed: int | None, schemathesis_args: tuple[str, ...]) -> None:
+    """Run Schemathesis over a provider's OpenAPI contract: every check, valid and invalid data.
+
+    \b
+    Examples:
+      imagegen-conformance check --provider cloudsway --max-examples 100
+      imagegen-conformance check -p cloudsway --target https://genaiapi.cloudsway.net --api-key $KEY
+      imagegen-conformance check -p cloudsway -- --report junit   (extra args go to schemathesis)
+    """
+    from ._check_cmd import run_check
+
+    try:
+        name = contracts.canonical(provider)
+    except contracts.ContractError as exc:
+        raise click.BadParameter(str(exc), param_hint="--provider") from None
+    try:
+        code = run_check(name, target=target, max_examples=max_examples, api_key=api_key, seed=seed,
+                         extra=schemathesis_args)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)

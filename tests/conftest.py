@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from mocks import MockServer, Served, TLSMaterial, start
 
@@ -38,3 +40,10 @@ async def serve_mock() -> AsyncIterator[ServeMock]:
     yield factory
     for served in running:
         await served.close()
+
+
+# Hypothesis profiles: "default" keeps the suite fast; HYPOTHESIS_PROFILE=thorough digs deeper.
+settings.register_profile("default", max_examples=25, deadline=None, print_blob=True)
+settings.register_profile("ci", max_examples=25, deadline=None, print_blob=True, derandomize=True)
+settings.register_profile("thorough", max_examples=500, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "default"))

@@ -21,6 +21,7 @@ from ._serve import DEFAULT_PORTS, Listener, PortInUse, Served, TLSMaterial, sta
 from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, Call, MockServer
 from ._streams import ndjson_line, sse_comment, sse_event
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
+from ._thread import ServeThread
 
 __all__ = [
     "ADMIN_PREFIX",
@@ -54,6 +55,7 @@ __all__ = [
     "RateLimiter",
     "Route",
     "ScaledClock",
+    "ServeThread",
     "Served",
     "StoreFull",
     "TLSMaterial",

@@ -1,0 +1,38 @@
+"""`imagegen-conformance check`: Schemathesis over the contract, against a mock or a target URL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mocks import MockServer, ServeThread
+
+CLI = [sys.executable, "-m", "harness", "check"]
+
+
+@pytest.mark.timeout(240)
+def test_check_finds_nothing_on_the_cloudsway_mock() -> None:
+    result = subprocess.run([*CLI, "-p", "cloudsway", "--max-examples", "10", "--seed", "1"],
+                            capture_output=True, text=True, timeout=230)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "No issues found" in result.stdout
+
+
+@pytest.mark.timeout(240)
+def test_check_reports_a_target_that_breaks_its_contract() -> None:
+    # A target that answers every poll with 200 and a broken body must be caught.
+    with ServeThread(lambda: [MockServer("cloudsway", api_keys=["k"], faults=["malformed"])]) as st:
+        result = subprocess.run(
+            [*CLI, "-p", "cloudsway", "--target", st.url("cloudsway"), "--api-key", "k",
+             "--max-examples", "5", "--seed", "1"],
+            capture_output=True, text=True, timeout=230,
+        )
+    assert result.returncode == 1
+    assert "Failures" in result.stdout or "failures" in result.stdout
+
+
+def test_check_rejects_an_unknown_provider() -> None:
+    result = subprocess.run([*CLI, "-p", "falai"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Did you mean 'fal'?" in result.stderr
