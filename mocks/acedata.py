@@ -35,6 +35,29 @@ _WXH = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 _NDJSON = "application/x-ndjson"
 
 
+class _Stream(MockResponse):
+    """A streamed answer that survives the engine's journal tap.
+
+    ``MockServer._tap`` reads ``response.body`` lazily, after dispatch has replaced it with the
+    tap, so the tap would iterate itself ("asynchronous generator is already running"). While
+    the tap runs, this hands it the provider's own iterator; inert once the engine is fixed.
+    """
+
+    @property
+    def body(self) -> bytes | AsyncIterator[bytes]:
+        current: Any = self.__dict__["_body"]
+        if getattr(current, "ag_running", False):
+            inner: AsyncIterator[bytes] = self.__dict__["_inner"]
+            return inner
+        body: bytes | AsyncIterator[bytes] = current
+        return body
+
+    @body.setter
+    def body(self, value: bytes | AsyncIterator[bytes]) -> None:
+        self.__dict__.setdefault("_inner", value)
+        self.__dict__["_body"] = value
+
+
 class AceDataProvider(Provider):
     """The AceData Cloud Flux API: ``POST /flux/images`` and ``POST /flux/tasks``."""
 
@@ -75,10 +98,10 @@ class AceDataProvider(Provider):
             if self.option("async_response") == "full":
                 accepted = {"success": True, "task_id": task.id, "trace_id": task.data["trace_id"]}
             if ndjson:
-                return MockResponse.stream(_lines([ndjson_line(accepted)]), _NDJSON)
+                return _Stream.stream(_lines([ndjson_line(accepted)]), _NDJSON)
             return MockResponse.json(accepted)
         if ndjson:
-            return MockResponse.stream(self._ndjson(task), _NDJSON)
+            return _Stream.stream(self._ndjson(task), _NDJSON)
         if not await self._wait(task):
             return self.error(request, 504, "timeout")
         outcome = self._outcome(task)
