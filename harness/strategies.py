@@ -53,7 +53,7 @@ def _operation(provider: str, operation_id: str) -> Any:
 def requests(provider: str, operation_id: str) -> st.SearchStrategy[Any]:
     """Valid JSON request bodies of an operation."""
     op = _operation(contracts.canonical(provider), operation_id)
-    cases = op.as_strategy(generation_mode=GenerationMode.POSITIVE)
+    cases: st.SearchStrategy[Any] = op.as_strategy(generation_mode=GenerationMode.POSITIVE)
     return cases.map(lambda case: case.body)
 
 
@@ -62,7 +62,8 @@ def invalid_requests(provider: str, operation_id: str) -> st.SearchStrategy[Inva
     name = contracts.canonical(provider)
     op = _operation(name, operation_id)
     status, at = validation_answer(name)
-    cases = op.as_strategy(generation_mode=GenerationMode.NEGATIVE).filter(_body_is_the_negative_part)
+    cases: st.SearchStrategy[Any] = op.as_strategy(generation_mode=GenerationMode.NEGATIVE)
+    cases = cases.filter(_body_is_the_negative_part)
     return cases.map(lambda case: InvalidRequest(case.body, status, at, operation_id))
 
 

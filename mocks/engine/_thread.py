@@ -32,7 +32,7 @@ class ServeThread:
         tls: TLSMaterial | None = None,
         startup_timeout: float = 15.0,
     ) -> None:
-        self._factory = servers if callable(servers) else (lambda: servers)  # type: ignore[misc]
+        self._factory = servers if callable(servers) else (lambda: servers)
         self._host = host
         self._ports = ports
         self._tls = tls
