@@ -216,3 +216,123 @@ def check(provider: str, target: str | None, max_examples: int, api_key: str | N
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--provider", "-p", required=True, metavar="ID",
+              help="Provider whose contract and scenarios to use (cloudsway, acedata, fal, yunyx, dify).")
+@click.option("--client", "-c", default=None, metavar="CMD|module:function",
+              help="The client under test: a command line (any language) or a Python callable. "
+                   "Default: the provider's reference client.")
+@click.option("--scenario", "-s", "scenarios", multiple=True, metavar="ID",
+              help="Scenario to run (repeatable); default all of the provider's scenarios.")
+@click.option("--target", default="mock", show_default=True, metavar="mock|URL",
+              help="A fresh in-process mock per scenario, or the base URL of a running mock or a "
+                   "live endpoint (the client then goes through the validating proxy).")
+@click.option("--report", "report", type=click.Choice(["terminal", "json", "junit", "html"]),
+              default="terminal", show_default=True, help="Report format.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report to this file (default stdout).")
+@click.option("--fail-on", default="error", show_default=True,
+              type=click.Choice(["info", "warning", "error", "critical"]),
+              help="Exit 1 when a deviation at or above this severity is found.")
+@click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Provider time speed-up for mocks (default 100; scenarios may set their own). "
+                   "The client reads it from IMAGEGEN_TIME_SCALE.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the mocks.")
+@click.option("--startup-slack", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Real seconds a client may spend starting up, beyond the scenario's deadline.")
+@click.option("--env", "env", multiple=True, metavar="NAME=VALUE",
+              help="Extra environment variable for the client (repeatable).")
+def run(**kwargs: Any) -> None:
+    """Run a client against the provider's scenarios and report every deviation.
+
+    \b
+    The client gets IMAGEGEN_PROVIDER, IMAGEGEN_BASE_URL, IMAGEGEN_API_KEY, IMAGEGEN_REQUEST
+    (JSON body), IMAGEGEN_OUTPUT_DIR, IMAGEGEN_TIME_SCALE and the provider SDK's own variables,
+    and prints {"images": [...]} on stdout (non-zero exit on failure).
+
+    \b
+    Examples:
+      imagegen-conformance run -p cloudsway
+      imagegen-conformance run -p cloudsway --client "node my-client.js" --report junit --out r.xml
+      imagegen-conformance run -p cloudsway -c mypkg.client:generate -s happy-path --report html --out r.html
+
+    Exit status: 0 nothing at or above --fail-on, 1 deviations, 2 usage error.
+    """
+    from ._run_cmd import RunConfig, UsageError, execute_run
+
+    env: dict[str, str] = {}
+    for item in kwargs.pop("env"):
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} must be NAME=VALUE", param_hint="--env")
+        env[name] = value
+    config = RunConfig(scenarios=tuple(kwargs.pop("scenarios")), env=env, **kwargs)
+    try:
+        code = execute_run(config)
+    except UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(code)
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--provider", "-p", required=True, metavar="ID", help="Provider whose contract validates.")
+@click.option("--target", required=True, metavar="URL", help="Base URL of a mock or a live endpoint.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port to listen on; 0 picks a free one (printed).")
+@click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, help="Time scale of the target mock (timing rules use it).")
+@click.option("--record", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Append every exchange and deviation (redacted) to this JSON-lines file.")
+def proxy(provider: str, target: str, host: str, port: int, time_scale: float,
+          record: Path | None) -> None:
+    """A validating, recording reverse proxy in front of a mock or a live endpoint.
+
+    \b
+    Streams (SSE, NDJSON) pass through as they arrive and are validated event by event;
+    secrets (Authorization, keys, signed query strings) are redacted before anything is
+    printed or recorded. GET /__proxy/journal returns what it saw.
+
+    \b
+    Example:
+      imagegen-conformance serve -p cloudsway --port 8701 &
+      imagegen-conformance proxy -p cloudsway --target http://127.0.0.1:8701 --port 9701
+    """
+    from ._proxy_cmd import run_proxy
+
+    try:
+        name = contracts.canonical(provider)
+    except contracts.ContractError as exc:
+        raise click.BadParameter(str(exc), param_hint="--provider") from None
+    if not target.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{target!r} is not an http(s) URL", param_hint="--target")
+    try:
+        asyncio.run(run_proxy(name, target, host=host, port=port, time_scale=time_scale, record=record))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--provider", "-p", default=None, metavar="ID",
+              help="Show which rules apply to this provider and the parameters they read.")
+def rules(provider: str | None) -> None:
+    """List every check the harness makes: id, severity, side at fault, what it reads."""
+    from ._rules import applicable_rules, rule_catalogue
+
+    applies: set[str] | None = None
+    if provider:
+        try:
+            contract = contracts.load(provider)
+        except contracts.ContractError as exc:
+            raise click.BadParameter(str(exc), param_hint="--provider") from None
+        applies = {r.info.id for r in applicable_rules(contract)}
+    for info in rule_catalogue().values():
+        mark = ""
+        if applies is not None and not info.id.startswith(("schema.", "scenario.")):
+            mark = "  [applies]" if info.id in applies else "  [n/a]"
+        click.echo(f"{info.id:32} {info.severity.label:8} {info.side.value:8}{mark}")
+        click.echo(f"    {info.summary}" + (f"  (reads {info.reads})" if info.reads else ""))
