@@ -162,10 +162,12 @@ async def test_stream_events_in_order_with_their_fields(serve_mock: ServeMock) -
 async def test_stream_wire_format_is_data_lines_and_bare_pings(serve_mock: ServeMock) -> None:
     running = await serve_mock("dify", clock="scaled", time_scale=100, seed=1)
     provider(running).use_workflow(slow_tool(25.0))
-    async with httpx.AsyncClient(timeout=10) as client:
-        async with client.stream("POST", f"{running.url}/v1/workflows/run", json=STREAM_BODY,
-                                 headers=AUTH) as response:
-            raw = b"".join([chunk async for chunk in response.aiter_bytes()])
+    url = f"{running.url}/v1/workflows/run"
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        client.stream("POST", url, json=STREAM_BODY, headers=AUTH) as response,
+    ):
+        raw = b"".join([chunk async for chunk in response.aiter_bytes()])
     frames = raw.split(b"\n\n")
     assert frames[-1] == b""  # the stream ends with a complete frame, then closes
     for frame in frames[:-1]:
