@@ -403,3 +403,25 @@ async def test_dify_client_0_1_10_parameters_and_upload(serve_mock: ServeMock) -
         client.file_upload, "alg123", {"file": ("a.png", b"\x89PNG\r\n\x1a\n", "image/png")}
     )
     assert upload.status_code == 201 and upload.json()["name"] == "a.png"
+
+
+def test_dify_client_python_unmodified_through_respx() -> None:
+    """The same client with no change at all: respx mounts the mock at https://api.dify.ai."""
+    from dify_client import Client, models
+
+    from mocks import MockServer, mock_router
+
+    server = MockServer("dify", clock="scaled", time_scale=100, seed=1)
+    client = Client(api_key="app-test")
+    with mock_router(server):
+        done = client.run_workflows(models.WorkflowsRunRequest(
+            inputs={"prompt": "p"}, response_mode=models.ResponseMode.BLOCKING, user="u",
+        ))
+        events = list(client.run_workflows(models.WorkflowsRunRequest(
+            inputs={"prompt": "p"}, response_mode=models.ResponseMode.STREAMING, user="u",
+        )))
+    assert done.data.status == "succeeded"
+    assert str(events[-1].event) == "workflow_finished"
+    assert plain(events[-1].data)["status"] == "succeeded"
+    assert [e.operation for e in server.journal.entries(0)] == ["runWorkflow", "runWorkflow"]
+    assert server.errors == []
