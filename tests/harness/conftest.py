@@ -1,0 +1,115 @@
+"""Fixtures of the harness tests: the catalogue of deliberately faulty clients.
+
+A faulty client is a plain function ``client(env) -> {"images": [...]}`` built by
+:func:`cloudsway_client` with one flaw switched on; without flaws it behaves like a careful
+client (the tests check that too, so a flaw is the only difference). The fixture
+``faulty_cloudsway`` hands the factory to tests (pytest runs with --import-mode=importlib, so
+helper modules are not importable by name).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+Client = Callable[[Mapping[str, str]], dict[str, Any]]
+
+
+class Failed(Exception):
+    pass
+
+
+def cloudsway_client(
+    *,
+    poll_every: float = 1.0,
+    retry_after: str = "honour",  # honour | ignore
+    polls_after_terminal: int = 0,
+    deadline: float | None = 300.0,  # None: never gives up
+    body_patch: Mapping[str, Any] | None = None,
+    failed_is_success: bool = False,
+    on_poll_5xx: str = "backoff",  # backoff | fatal | hot
+    resend_after_4xx: int = 0,
+    auth: str = "Bearer {key}",
+    poll_path: str = "tasks",
+    download: bool = True,
+    claim_images: bool = True,
+) -> Client:
+    """A Cloudsway client with the chosen flaw(s)."""
+
+    def run(env: Mapping[str, str]) -> dict[str, Any]:
+        scale = float(env["IMAGEGEN_TIME_SCALE"])
+
+        def sleep(seconds: float) -> None:
+            time.sleep(seconds / scale)
+
+        base = env["IMAGEGEN_BASE_URL"] + "/v2/ai/faulty/images"
+        body = {**json.loads(env["IMAGEGEN_REQUEST"]), **(body_patch or {})}
+        headers = {"Authorization": auth.format(key=env["IMAGEGEN_API_KEY"])}
+        with httpx.Client(headers=headers, timeout=10) as http:
+            while True:
+                created = http.post(f"{base}/generations", json=body)
+                if created.status_code == 429:
+                    if retry_after == "honour":
+                        sleep(float(created.headers.get("Retry-After", "1")))
+                    continue
+                break
+            if created.status_code >= 400:
+                for _ in range(resend_after_4xx):
+                    http.post(f"{base}/generations", json=body)
+                raise Failed(f"create answered {created.status_code}")
+            task_id = created.json()["taskId"]
+            started = time.monotonic()
+            backoff = 1.0
+            hot = False
+            while True:
+                if deadline is not None and (time.monotonic() - started) * scale > deadline:
+                    raise Failed("gave up")
+                if not hot:
+                    sleep(poll_every)
+                answer = http.get(f"{base}/{poll_path}/{task_id}")
+                hot = False
+                if answer.status_code >= 500:
+                    if on_poll_5xx == "fatal":
+                        raise Failed(f"poll answered {answer.status_code}")
+                    if on_poll_5xx == "backoff":
+                        sleep(backoff)
+                        backoff *= 2
+                    hot = on_poll_5xx == "hot"
+                    continue
+                if answer.status_code >= 400:
+                    raise Failed(f"poll answered {answer.status_code}")
+                task = answer.json()
+                if task["status"] == "completed":
+                    for _ in range(polls_after_terminal):
+                        sleep(poll_every)
+                        http.get(f"{base}/{poll_path}/{task_id}")
+                    break
+                if task["status"] == "failed":
+                    if failed_is_success:
+                        return {"images": []}
+                    raise Failed("task failed")
+            urls = task["imageUrls"]
+            images: list[Any] = []
+            out = Path(env["IMAGEGEN_OUTPUT_DIR"])
+            for i, url in enumerate(urls if claim_images else []):
+                if download:
+                    path = out / f"{i}.png"
+                    path.write_bytes(http.get(url).content)
+                    images.append({"url": url, "path": str(path)})
+                else:
+                    images.append(url)
+            return {"images": images}
+
+    return run
+
+
+@pytest.fixture
+def faulty_cloudsway() -> Callable[..., Client]:
+    """``faulty_cloudsway(poll_every=0.01)``: a Cloudsway client with that flaw."""
+    return cloudsway_client
