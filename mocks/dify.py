@@ -122,22 +122,40 @@ class Workflow:
         for i, item in enumerate(nodes_raw):
             if not isinstance(item, Mapping) or "id" not in item or "type" not in item:
                 raise WorkflowError(f"{where}: nodes[{i}] needs at least 'id' and 'type'")
-            secs = item.get("seconds", [0.01, 0.05])
-            low, high = (secs, secs) if isinstance(secs, int | float) else tuple(secs)
-            if not 0 <= float(low) <= float(high):
-                raise WorkflowError(f"{where}: nodes[{i}].seconds must be [low, high], 0 <= low <= high")
-            nodes.append(Node(
-                id=str(item["id"]), type=str(item["type"]), title=str(item.get("title", item["type"])),
-                seconds=(float(low), float(high)), tokens=int(item.get("tokens", 0)),
-                images=item.get("images"), error=str(item.get("error", Node.error)),
-                outputs=item.get("outputs"),
-            ))
+            try:
+                secs = item.get("seconds", [0.01, 0.05])
+                low, high = (secs, secs) if isinstance(secs, int | float) else tuple(secs)
+                low, high = float(low), float(high)
+                if not 0 <= low <= high:
+                    raise ValueError("low > high")
+                images = item.get("images")
+                if images is not None:
+                    ImageSpec.of(int(images.get("width", 512)), int(images.get("height", 512)),
+                                 fmt=str(images.get("format", "png")))
+                    int(images.get("count", 1))
+                nodes.append(Node(
+                    id=str(item["id"]), type=str(item["type"]),
+                    title=str(item.get("title", item["type"])), seconds=(low, high),
+                    tokens=int(item.get("tokens", 0)), images=images,
+                    error=str(item.get("error", Node.error)), outputs=item.get("outputs"),
+                ))
+            except (TypeError, ValueError, AttributeError) as exc:
+                raise WorkflowError(
+                    f"{where}: nodes[{i}] is malformed ({exc}); seconds must be [low, high] with "
+                    "0 <= low <= high, images {count, width, height, format: png|jpeg|webp}, "
+                    "tokens an integer"
+                ) from exc
         ids = [n.id for n in nodes]
         form = tuple(raw.get("user_input_form") or ())
         for i, entry in enumerate(form):
-            if not isinstance(entry, Mapping) or len(entry) != 1 or next(iter(entry)) not in _FORM_KINDS:
+            spec = next(iter(entry.values())) if isinstance(entry, Mapping) and entry else None
+            if (
+                not isinstance(entry, Mapping) or len(entry) != 1 or next(iter(entry)) not in _FORM_KINDS
+                or not isinstance(spec, Mapping) or "variable" not in spec
+            ):
                 raise WorkflowError(
-                    f"{where}: user_input_form[{i}] must be one of {{{', '.join(_FORM_KINDS)}: {{...}}}}"
+                    f"{where}: user_input_form[{i}] must be {{KIND: {{variable: ..., ...}}}}, "
+                    f"KIND one of {', '.join(_FORM_KINDS)}"
                 )
         outputs = tuple(raw.get("outputs") or ())
         for i, out in enumerate(outputs):

@@ -548,8 +548,15 @@ async def test_own_workflow_file_through_the_environment(
         pytest.param([], "expected a mapping", id="not-a-mapping"),
         pytest.param({"nodes": []}, "'nodes' must be a non-empty list", id="no-nodes"),
         pytest.param({"nodes": [{"id": "a"}]}, "nodes[0] needs at least 'id' and 'type'", id="no-type"),
-        pytest.param({"nodes": [{"id": "a", "type": "start", "seconds": [3, 1]}]}, "nodes[0].seconds",
-                     id="bad-seconds"),
+        pytest.param({"nodes": [{"id": "a", "type": "start", "seconds": [3, 1]}]},
+                     "nodes[0] is malformed", id="seconds-reversed"),
+        pytest.param({"nodes": [{"id": "a", "type": "start", "seconds": [1, 2, 3]}]},
+                     "nodes[0] is malformed", id="seconds-three"),
+        pytest.param({"nodes": [{"id": "a", "type": "tool", "images": {"format": "gif"}}]},
+                     "nodes[0] is malformed", id="image-format"),
+        pytest.param({"nodes": [{"id": "a", "type": "start"}],
+                      "user_input_form": [{"text-input": {"label": "x"}}]},
+                     "user_input_form[0]", id="form-without-variable"),
         pytest.param({"nodes": [{"id": "a", "type": "start"}], "user_input_form": [{"slider": {}}]},
                      "user_input_form[0]", id="bad-form"),
         pytest.param({"nodes": [{"id": "a", "type": "start"}],
@@ -697,3 +704,64 @@ async def test_reset_forgets_files() -> None:
     path, query = split_url(file["url"])
     server.reset()
     assert (await server.request("GET", path, query=query)).status == 404
+
+
+# --- streams in process, on the manual clock ---------------------------------------------
+
+
+async def collect(server: MockServer, response: MockResponse, *, steps: int, step: float = 1.0
+                  ) -> list[tuple[float, bytes]]:
+    """Read a stream while the manual clock moves ``step`` seconds at a time."""
+    assert response.is_stream and not isinstance(response.body, bytes)
+    body = response.body
+    seen: list[tuple[float, bytes]] = []
+    start = server.clock.now()
+
+    async def read() -> None:
+        async for chunk in body:
+            seen.append((server.clock.now() - start, chunk))
+
+    reader = asyncio.ensure_future(read())
+    for _ in range(steps):
+        await settle()
+        if reader.done():
+            break
+        server.clock.advance(step)
+    await asyncio.wait_for(reader, 5)
+    return seen
+
+
+async def test_pings_every_10_provider_seconds_while_a_node_works() -> None:
+    server = manual()
+    provider(server).use_workflow(slow_workflow(34.0))
+    body = {"inputs": {"prompt": "p"}, "user": "u", "response_mode": "streaming"}
+    response = await server.request("POST", RUN, json=body, headers=AUTH)
+    assert response.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    seen = await collect(server, response, steps=60)
+    pings = [t for t, chunk in seen if chunk == b"event: ping\n\n"]
+    assert pings == [10.0, 20.0, 30.0]
+    events = [json.loads(chunk[len(b"data: "):]) for _, chunk in seen if chunk.startswith(b"data: ")]
+    assert [e["event"] for e in events][-1] == "workflow_finished"
+    tool_done = next(t for t, c in seen if b'"node_finished"' in c and b'"tool"' in c)
+    assert tool_done == 35.0  # 0.5 s start node + 34 s tool, seen at the next whole second
+    assert provider(server).live_streams == 0
+
+
+async def test_truncate_fault_ends_the_stream_early_and_releases_it() -> None:
+    server = manual()
+    body = {"inputs": {"prompt": "p"}, "user": "u", "response_mode": "streaming"}
+    headers = {**AUTH, "X-Mock-Fault": "truncate:2"}
+    response = await server.request("POST", RUN, json=body, headers=headers)
+    seen = await collect(server, response, steps=40)
+    assert len(seen) == 2 and b"workflow_finished" not in seen[-1][1]
+    assert provider(server).live_streams == 0
+    assert server.journal.entries(0)[-1].complete
+
+
+async def test_admin_lists_runs_with_their_task_id() -> None:
+    server = manual()
+    data = (await blocking(server)).json_body()
+    tasks = (await server.request("GET", "/__mock/tasks")).json_body()["tasks"]
+    assert [(t["id"], t["state"], t["data"]["task_id"]) for t in tasks] == [
+        (data["workflow_run_id"], "succeeded", data["task_id"])
+    ]
