@@ -10,6 +10,8 @@ from hypothesis import settings
 
 from mocks import MockServer, Served, TLSMaterial, start
 
+pytest_plugins = ["pytester"]
+
 
 @dataclass
 class Running:

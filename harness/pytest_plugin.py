@@ -1,0 +1,137 @@
+"""pytest plugin: mocks of every provider as fixtures, failing a test on contract deviations.
+
+Fixtures: ``cloudsway_mock``, ``acedata_mock``, ``fal_mock``, ``yunyx_mock``, ``dify_mock`` (one
+provider each, reset per test), ``imagegen_mock`` (factory by provider id), ``imagegen_respx``
+(in-process, under the real hostnames), ``imagegen_mocks`` (the session's servers).
+Marker: ``@pytest.mark.imagegen(scenario=, faults=[...], time_scale=, clock=, lifecycle=,
+options={...}, allow_deviations=False)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+import contracts
+from mocks import MockServer, mock_router
+
+from ._live import live_target
+from ._pytest_support import (
+    LiveProvider,
+    MockConfig,
+    MockHub,
+    ProviderMock,
+    at_or_above,
+    format_deviations,
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("imagegen-conformance", "image-generation provider mocks")
+    group.addoption("--imagegen-live", action="store_true", default=False,
+                    help="point the provider fixtures at the live endpoints (credentials from env)")
+    group.addoption("--imagegen-fail-on", default="error", metavar="SEVERITY",
+                    help="fail a test on deviations at or above this severity (default: error)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "imagegen(scenario=None, faults=(), time_scale=None, clock=None, lifecycle=None, "
+        "options=None, allow_deviations=False): set up the provider mocks for this test",
+    )
+
+
+@pytest.fixture(scope="session")
+def imagegen_mocks() -> Iterator[MockHub]:
+    """The session's mock servers, one per provider and configuration, started on first use."""
+    hub = MockHub()
+    yield hub
+    hub.close()
+
+
+def _marker(request: pytest.FixtureRequest) -> dict[str, Any]:
+    marker = request.node.get_closest_marker("imagegen")
+    return dict(marker.kwargs) if marker else {}
+
+
+@pytest.fixture
+def imagegen_mock(
+    request: pytest.FixtureRequest, imagegen_mocks: MockHub
+) -> Callable[[str], ProviderMock | LiveProvider]:
+    """Factory: ``imagegen_mock("fal")`` gives that provider's mock, reset for this test."""
+
+    def get(provider: str) -> ProviderMock | LiveProvider:
+        name = contracts.canonical(provider)
+        settings = _marker(request)
+        if request.config.getoption("--imagegen-live"):
+            target = live_target(name)
+            missing = target.missing()
+            if missing:
+                pytest.skip(f"--imagegen-live: {name} needs {', '.join(missing)} in the environment")
+            return LiveProvider(name, target)
+        config = MockConfig.from_marker(name, settings)
+        handle = ProviderMock(name, imagegen_mocks.get(config), config,
+                              check_deviations=not settings.get("allow_deviations", False))
+        faults = list(settings.get("faults") or ())
+        if settings.get("scenario"):
+            faults += contracts.load(name).scenario(settings["scenario"]).faults
+        handle.reset(faults)
+        request.node.stash.setdefault(_HANDLES, []).append(handle)
+        return handle
+
+    return get
+
+
+_HANDLES = pytest.StashKey[list[ProviderMock]]()
+
+
+def _provider_fixture(provider: str) -> Any:
+    def fixture(imagegen_mock: Callable[[str], ProviderMock | LiveProvider]) -> Any:
+        return imagegen_mock(provider)
+
+    fixture.__name__ = f"{provider}_mock"
+    fixture.__doc__ = f"The {provider} mock (or live endpoint with --imagegen-live), reset per test."
+    return pytest.fixture(name=f"{provider}_mock")(fixture)
+
+
+cloudsway_mock = _provider_fixture("cloudsway")
+acedata_mock = _provider_fixture("acedata")
+fal_mock = _provider_fixture("fal")
+yunyx_mock = _provider_fixture("yunyx")
+dify_mock = _provider_fixture("dify")
+
+
+@pytest.fixture
+def imagegen_respx() -> Iterator[Callable[..., MockServer]]:
+    """Factory: ``imagegen_respx("fal")`` mounts that mock in-process under the real hostnames."""
+    routers: list[Any] = []
+
+    def mount(provider: str, **kwargs: Any) -> MockServer:
+        server = MockServer(provider, **kwargs)
+        router = mock_router(server)
+        router.start()
+        routers.append(router)
+        return server
+
+    yield mount
+    for router in reversed(routers):
+        router.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    result = yield  # a test that already failed keeps its own failure
+    threshold = item.config.getoption("--imagegen-fail-on")
+    for handle in item.stash.get(_HANDLES, []):
+        server = handle.server
+        if server.errors:
+            pytest.fail(f"the {handle.provider} mock crashed:\n" + "\n".join(server.errors),
+                        pytrace=False)
+        if handle.check_deviations:
+            found = at_or_above(handle.deviations(), threshold)
+            if found:
+                pytest.fail(format_deviations(handle.provider, found, handle.journal()), pytrace=False)
+    return result
