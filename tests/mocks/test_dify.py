@@ -765,3 +765,19 @@ async def test_admin_lists_runs_with_their_task_id() -> None:
     assert [(t["id"], t["state"], t["data"]["task_id"]) for t in tasks] == [
         (data["workflow_run_id"], "succeeded", data["task_id"])
     ]
+
+
+async def test_the_documented_workflow_example_runs() -> None:
+    docs = Path(__file__).parents[2] / "docs" / "providers" / "dify.md"
+    match = re.search(r"```yaml\n(.*?)```", docs.read_text("utf-8"), re.S)
+    assert match is not None
+    server = manual()
+    provider(server).use_workflow(yaml.safe_load(match.group(1)))
+    data = (await blocking(server, {"inputs": {"prompt": "p"}, "user": "u"}, advance=100)).json_body()["data"]
+    assert data["status"] == "succeeded"
+    assert data["outputs"]["caption"] == "a caption" and data["outputs"]["version"] == 1
+    assert len(data["outputs"]["files"]) == 2
+    bad = await server.request(
+        "POST", RUN, json={"inputs": {"prompt": "p", "size": "huge"}, "user": "u"}, headers=AUTH
+    )
+    assert envelope(bad, 400, "invalid_param").startswith("size in input form must be one of")
