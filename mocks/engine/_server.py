@@ -287,8 +287,13 @@ class MockServer:
         exchange.response_headers = redact_headers(response.headers.items())
         if response.is_stream:
             truncate = next((f for f in faults if f.name == "truncate"), None)
+            inner = response.body
+            assert not isinstance(inner, bytes | bytearray)
+            # The provider's iterator is handed over now: the tap runs lazily, after this
+            # assignment has replaced response.body with the tap itself.
             response.body = self._tap(
-                response, exchange, started, None if truncate is None else int(truncate.number(1))
+                inner, response, exchange, started,
+                None if truncate is None else int(truncate.number(1)),
             )
         else:
             assert isinstance(response.body, bytes | bytearray)
@@ -381,11 +386,10 @@ class MockServer:
         )
 
     async def _tap(
-        self, response: MockResponse, exchange: Exchange, started: float, limit: int | None
+        self, inner: AsyncIterator[bytes], response: MockResponse, exchange: Exchange,
+        started: float, limit: int | None,
     ) -> AsyncIterator[bytes]:
         """Copy a stream's chunks into the journal as they pass; honour a truncate fault."""
-        inner = response.body
-        assert not isinstance(inner, bytes | bytearray)
         sent = 0
         try:
             async for chunk in inner:

@@ -208,3 +208,37 @@ def test_rate_limiter_refills_with_provider_time() -> None:
     assert limiter.check("other") == 0
     clock.advance(5)
     assert limiter.check("k") == 0
+
+
+async def test_streamed_bodies_pass_through_the_journal_tap_and_truncate() -> None:
+    from collections.abc import AsyncIterator
+
+    from mocks import MockServer
+    from mocks.engine import MockRequest, MockResponse
+
+    server = MockServer("cloudsway", clock="manual")
+    closed: list[bool] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            for i in range(4):
+                yield f"data: {i}\n\n".encode()
+        finally:
+            closed.append(True)
+
+    async def streaming(request: MockRequest, call: object) -> MockResponse:
+        return MockResponse.stream(chunks(), "text/event-stream")
+
+    server.provider.create = streaming  # type: ignore[method-assign]
+    path = "/v2/ai/e/images/generations"
+    headers = {"Authorization": "Bearer k"}
+    whole = await server.request("POST", path, json={}, headers=headers)
+    assert not isinstance(whole.body, bytes)
+    assert [c async for c in whole.body] == [f"data: {i}\n\n".encode() for i in range(4)]
+    entry = server.journal.entries()[-1]
+    assert entry.complete and len(entry.events) == 4 and closed == [True]
+
+    cut = await server.request("POST", path, json={}, headers={**headers, "X-Mock-Fault": "truncate:2"})
+    assert not isinstance(cut.body, bytes)
+    assert len([c async for c in cut.body]) == 2
+    assert closed == [True, True]
