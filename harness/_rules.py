@@ -95,7 +95,11 @@ class RuleContext:
     @property
     def api(self) -> list[Exchange]:
         """The client's exchanges with the provider's API (image downloads left out)."""
-        return [e for e in self.exchanges if e.operation != DOWNLOAD]
+        prof = self.profile
+        return [
+            e for e in self.exchanges
+            if e.operation != DOWNLOAD and getattr(prof.op(e.operation), "kind", "") != "download"
+        ]
 
     def state_of(self, exchange: Exchange) -> str | None:
         prof = self.profile.op(exchange.operation)

@@ -109,7 +109,7 @@ def cloudsway_client(
     return run
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def faulty_cloudsway() -> Callable[..., Client]:
     """``faulty_cloudsway(poll_every=0.01)``: a Cloudsway client with that flaw."""
     return cloudsway_client

@@ -1,0 +1,88 @@
+"""The ``run`` command end to end: command clients, exit codes 0/1/2, report files."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from junitparser import JUnitXml
+
+import contracts
+from harness.cli import main
+
+REFERENCE = f"{sys.executable} -m harness.clients.cloudsway"
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_reference_command_client_passes_every_scenario(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    code, _, err = invoke("run", "-p", "cloudsway", "--client", REFERENCE, "--report", "json",
+                          "--out", str(out), "--startup-slack", "15")
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert data["ok"] is True
+    assert [s["scenario"] for s in data["scenarios"]] == [s.id for s in contracts.load("cloudsway").scenarios]
+    assert all(not s["deviations"] for s in data["scenarios"])
+    assert all(s["result"]["exit_code"] in (0, 1) for s in data["scenarios"])
+
+
+def test_default_client_is_the_reference_one() -> None:
+    code, stdout, _ = invoke("run", "-p", "cloudsway", "-s", "happy-path")
+    assert code == 0
+    assert "no deviations" in stdout
+
+
+FAULTY = textwrap.dedent("""
+    import json, os, sys, httpx
+    base = os.environ["IMAGEGEN_BASE_URL"] + "/v2/ai/x/images"
+    key = os.environ["IMAGEGEN_API_KEY"]
+    r = httpx.post(base + "/generations", json=json.loads(os.environ["IMAGEGEN_REQUEST"]),
+                   headers={"Authorization": "Token " + key})
+    print(json.dumps({"error": {"message": f"HTTP {r.status_code} with key {key}"}}))
+    sys.exit(1)
+""")
+
+
+def test_a_faulty_command_client_exits_1_and_writes_junit(tmp_path: Path) -> None:
+    script = tmp_path / "client.py"
+    script.write_text(FAULTY)
+    out = tmp_path / "junit.xml"
+    code, _, err = invoke("run", "-p", "cloudsway", "-c", f"{sys.executable} {script}",
+                          "-s", "happy-path", "--report", "junit", "--out", str(out))
+    assert code == 1, err
+    xml = JUnitXml.fromfile(str(out))
+    failed = {case.name for suite in xml for case in suite if not case.is_passed}
+    assert failed == {"client.auth-scheme", "scenario.outcome"}
+    assert "imagegen-canary-" not in out.read_text()  # the client printed its key: redacted
+
+
+@pytest.mark.parametrize("args", [
+    pytest.param(["run", "-p", "nope"], id="unknown-provider"),
+    pytest.param(["run", "-p", "cloudsway", "-s", "happy-pth"], id="unknown-scenario"),
+    pytest.param(["run", "-p", "cloudsway", "--fail-on", "fatal"], id="bad-severity"),
+    pytest.param(["run", "-p", "cloudsway", "--target", "ftp://x"], id="bad-target"),
+    pytest.param(["run", "-p", "cloudsway", "-c", "no_such_module:run"], id="bad-callable"),
+])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    code, _, err = invoke(*args)
+    assert code == 2
+    assert "Error" in err
+
+
+def test_unknown_scenario_suggests_the_closest() -> None:
+    _, _, err = invoke("run", "-p", "cloudsway", "-s", "happy-pth")
+    assert "Did you mean 'happy-path'?" in err
+
+
+def test_rules_command_lists_what_applies() -> None:
+    code, stdout, _ = invoke("rules", "-p", "cloudsway")
+    assert code == 0
+    assert "client.poll-interval" in stdout and "[applies]" in stdout and "[n/a]" in stdout
