@@ -8,7 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_asyncio
 from junitparser import Failure, JUnitXml
 from rich.console import Console
