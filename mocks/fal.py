@@ -337,7 +337,8 @@ class FalProvider(Provider):
             self.server.lifecycle, data,
         )
         call.tasks.add(task)  # StoreFull -> the engine answers overloaded()
-        self._prune(call.now)
+        if self._prune(call.now):
+            self._reschedule(call.now)
         self._order.append(task)
         if self.server.lifecycle == "time":
             self._schedule(task)
@@ -383,6 +384,8 @@ class FalProvider(Provider):
         for task in self._order:
             if task.data["cancelled"] or task.finished_at(now) is not None:
                 continue
+            if self.server.tasks.get(task.id) is None:
+                continue  # forgotten by the store: it holds no runner any more
             start = task.created_at + task.durations[0]
             if task.data["timed_out"] or start > now:
                 waiting.append(task)
@@ -400,11 +403,19 @@ class FalProvider(Provider):
             if self._end_time(task) != before:
                 self._arm_webhook(task)
 
-    def _prune(self, now: float) -> None:
-        while self._order and self._order[0].finished_at(now) is not None:
+    def _prune(self, now: float) -> bool:
+        """Drop finished requests from the head of the line; True if a forgotten one held a runner."""
+        freed = False
+        while self._order:
+            head = self._order[0]
+            if head.finished_at(now) is None:
+                if self.server.tasks.get(head.id) is not None:
+                    break
+                freed = True  # a never-finishing request the store forgot after its retention
             self._order.popleft()
         if len(self._order) > 256 and self._order[-1].data["seq"] % 256 == 0:
             self._order = deque(t for t in self._order if t.finished_at(now) is None)
+        return freed
 
     def _poll_step(self, task: Task, now: float) -> None:
         """--lifecycle polls: one poll, one step; leaving the queue needs a free runner."""

@@ -287,3 +287,19 @@ async def test_image_link_served_over_plain_http(serve_mock: Any) -> None:
         image = await client.get(result["images"][0]["url"])
     assert image.status_code == 200
     assert Image.open(io.BytesIO(image.content)).size == (512, 512)
+
+
+async def test_status_stream_over_a_socket_with_httpx_sse(serve_mock: Any) -> None:
+    from httpx_sse import aconnect_sse
+
+    running = await serve_mock("fal", time_scale=20, seed=4)
+    async with httpx.AsyncClient(base_url=running.url, headers=KEY, timeout=10) as client:
+        submit = (await client.post("/fal-ai/flux-1/dev", json={"prompt": "streamed"})).json()
+        url = submit["status_url"] + "/stream"
+        async with aconnect_sse(client, "GET", url, params={"logs": "1"}) as source:
+            assert source.response.headers["x-fal-request-id"] == submit["request_id"]
+            events = [json.loads(event.data) async for event in source.aiter_sse()]
+    assert [e["status"] for e in events] == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    assert events[-1]["logs"][-1]["message"] == "Generation finished"
+    [exchange] = [e for e in running.server.journal.entries() if e.operation == "streamRequestStatus"]
+    assert exchange.complete and len(exchange.events) == 3
