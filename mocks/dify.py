@@ -212,30 +212,6 @@ class Workflow:
         return out
 
 
-class _StreamResponse(MockResponse):
-    """A streamed answer that survives the engine's journal tap.
-
-    ``MockServer._tap`` reads ``response.body`` only once the stream starts, after dispatch has
-    replaced it with the tap itself, so the tap would iterate itself ("asynchronous generator
-    is already running"). While the tap runs, this hands it the provider's own iterator.
-    Inert once the engine reads the body eagerly.
-    """
-
-    @property
-    def body(self) -> bytes | AsyncIterator[bytes]:
-        current: Any = self.__dict__["_body"]
-        if getattr(current, "ag_running", False):
-            inner: AsyncIterator[bytes] = self.__dict__["_inner"]
-            return inner
-        body: bytes | AsyncIterator[bytes] = current
-        return body
-
-    @body.setter
-    def body(self, value: bytes | AsyncIterator[bytes]) -> None:
-        self.__dict__.setdefault("_inner", value)
-        self.__dict__["_body"] = value
-
-
 class DifyProvider(Provider):
     """The Dify Service API of one workflow app: ``MockServer("dify")``."""
 
@@ -291,7 +267,7 @@ class DifyProvider(Provider):
         streaming = body.get("response_mode") == "streaming"
         task = self._new_run(call, inputs, user, streaming)
         if streaming:
-            return _StreamResponse.stream(self._stream(request, task), SSE_TYPE)
+            return MockResponse.stream(self._stream(request, task), SSE_TYPE)
         return await self._blocking(request, task)
 
     @route("POST", "/v1/workflows/tasks/{task_id}/stop", operation="stopWorkflowTask")
