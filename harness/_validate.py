@@ -62,6 +62,8 @@ def body_validator(
         entry = content.get("application/json")
     if entry is None or "schema" not in entry:
         return None
+    if media in STREAM_MEDIA and _deref(contract.openapi, entry["schema"]).get("type") == "string":
+        return None  # the stream is described as raw text, not event by event
     return SchemaValidator(contract.openapi, entry["schema"])
 
 
