@@ -68,7 +68,7 @@ class YunyxProvider(Provider):
         model = body.get("model", raw["default_model"] if self.option("model_required") == "false" else None)
         if model is None:
             return self.error(request, 400, data="model is required")
-        if not isinstance(model, str) or model not in raw["models"]:
+        if isinstance(model, str) and model not in raw["models"]:
             return self._unknown_model(request)
         validator = contracts.request_validator(self.id, "generateImages")
         assert validator is not None
