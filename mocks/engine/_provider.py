@@ -120,6 +120,10 @@ class Provider(ABC):
     def not_found(self, request: MockRequest) -> MockResponse:
         return self.error(request, 404)
 
+    def method_not_allowed(self, request: MockRequest, allowed: list[str]) -> MockResponse:
+        """A known path asked with a method it does not take."""
+        return self.error(request, 405, headers={"Allow": ", ".join(allowed)})
+
     def too_large(self, request: MockRequest, limit: int) -> MockResponse:
         return self.error(request, 413, message=f"Request body exceeds {limit} bytes.")
 

@@ -251,7 +251,7 @@ class MockServer:
 
             return await handle_admin(self, request)
         started = time.perf_counter()
-        route, _ = self.match(request)
+        route, wrong_method = self.match(request)
         operation = route.operation if route else None
         if route is None and self._image_prefix and request.path.startswith(self._image_prefix):
             operation = "downloadImage"
@@ -277,7 +277,10 @@ class MockServer:
         else:
             exchange.faults = [str(f) for f in faults]
             try:
-                response = await self._answer(request, route, operation, faults)
+                if wrong_method and not faults:
+                    response = self.provider.method_not_allowed(request, self._allowed(request))
+                else:
+                    response = await self._answer(request, route, operation, faults)
             except Exception as exc:  # a handler crash is a mock bug: record it, answer, surface it
                 exchange.error = traceback.format_exc()
                 self.errors.append(f"{request.method} {request.path}: {exc!r}")
@@ -302,6 +305,10 @@ class MockServer:
             exchange.complete = True
         self.journal.append(exchange)
         return response
+
+    def _allowed(self, request: MockRequest) -> list[str]:
+        return sorted({r.method for r in self.routes
+                       if r.role == request.role and r.regex.match(request.path)})
 
     def _faults_for(self, request: MockRequest, operation: str | None) -> list[FaultSpec]:
         header = request.headers.get(FAULT_HEADER)
