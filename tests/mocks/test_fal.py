@@ -749,3 +749,27 @@ async def test_fal_client_async_subscribe_through_respx() -> None:
         out = await client.subscribe("fal-ai/flux-1/dev", arguments={"prompt": "async"}, interval=0.02)
     assert out["prompt"] == "async" and len(out["images"]) == 1
     assert not math.isnan(out["timings"]["inference"])
+
+
+def test_fal_client_traffic_passes_the_harness_schema_and_rules() -> None:
+    import fal_client
+
+    import harness
+
+    server = MockServer("fal", time_scale=100, seed=8)
+    client = fal_client.SyncClient(key="test-key")
+    with mock_router(server):
+        client.subscribe("fal-ai/flux-1/dev", arguments={"prompt": "judged", "num_images": 2},
+                         with_logs=True, on_queue_update=lambda _: None)
+        handle = client.submit("fal-ai/flux-1/dev", arguments={"prompt": "bad", "num_images": 9})
+        with pytest.raises(fal_client.FalClientHTTPError):
+            handle.get()
+    contract = contracts.load("fal")
+    exchanges = server.journal.entries()
+    assert {e.operation for e in exchanges} >= {"submitRequest", "getRequestStatus", "getRequestResult"}
+    # The only schema deviation is the client's own bad input; the mock's answers all conform.
+    [deviation] = harness.validate_all(contract, exchanges)
+    assert (deviation.rule, deviation.side, deviation.path) == (
+        "schema.request", harness.Side.CLIENT, "request.body$.num_images"
+    )
+    assert harness.check_rules(harness.RuleContext(contract, exchanges)) == []
