@@ -35,29 +35,6 @@ _WXH = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 _NDJSON = "application/x-ndjson"
 
 
-class _Stream(MockResponse):
-    """A streamed answer that survives the engine's journal tap.
-
-    ``MockServer._tap`` reads ``response.body`` lazily, after dispatch has replaced it with the
-    tap, so the tap would iterate itself ("asynchronous generator is already running"). While
-    the tap runs, this hands it the provider's own iterator; inert once the engine is fixed.
-    """
-
-    @property
-    def body(self) -> bytes | AsyncIterator[bytes]:
-        current: Any = self.__dict__["_body"]
-        if getattr(current, "ag_running", False):
-            inner: AsyncIterator[bytes] = self.__dict__["_inner"]
-            return inner
-        body: bytes | AsyncIterator[bytes] = current
-        return body
-
-    @body.setter
-    def body(self, value: bytes | AsyncIterator[bytes]) -> None:
-        self.__dict__.setdefault("_inner", value)
-        self.__dict__["_body"] = value
-
-
 class AceDataProvider(Provider):
     """The AceData Cloud Flux API: ``POST /flux/images`` and ``POST /flux/tasks``."""
 
@@ -98,10 +75,10 @@ class AceDataProvider(Provider):
             if self.option("async_response") == "full":
                 accepted = {"success": True, "task_id": task.id, "trace_id": task.data["trace_id"]}
             if ndjson:
-                return _Stream.stream(_lines([ndjson_line(accepted)]), _NDJSON)
+                return MockResponse.stream(_lines([ndjson_line(accepted)]), _NDJSON)
             return MockResponse.json(accepted)
         if ndjson:
-            return _Stream.stream(self._ndjson(task), _NDJSON)
+            return MockResponse.stream(self._ndjson(task), _NDJSON)
         if not await self._wait(task):
             return self.error(request, 504, "timeout")
         outcome = self._outcome(task)
@@ -157,6 +134,10 @@ class AceDataProvider(Provider):
         if reason == "missing":
             return self.error(request, 400, "no_token")
         return self.error(request, 401, "invalid_token")
+
+    def method_not_allowed(self, request: MockRequest, allowed: list[str]) -> MockResponse:
+        # [I] AceData documents no 405; an unmatched method is an API that does not exist.
+        return self.error(request, 404, "no_api")
 
     def too_large(self, request: MockRequest, limit: int) -> MockResponse:
         return self.error(request, 400, "bad_request", f"The request body exceeds {limit} bytes.")

@@ -150,6 +150,10 @@ class YunyxProvider(Provider):
     def auth_error(self, request: MockRequest, reason: str) -> MockResponse:
         return self.error(request, 401)
 
+    def method_not_allowed(self, request: MockRequest, allowed: list[str]) -> MockResponse:
+        # [I] Go's gin answers an unmatched method like an unknown path unless told otherwise.
+        return self.error(request, 404)
+
     def too_large(self, request: MockRequest, limit: int) -> MockResponse:
         return self.error(request, 400, data=f"request body exceeds {limit} bytes")
 
