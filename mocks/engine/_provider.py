@@ -121,8 +121,11 @@ class Provider(ABC):
         return self.error(request, 404)
 
     def method_not_allowed(self, request: MockRequest, allowed: list[str]) -> MockResponse:
-        """A known path asked with a method it does not take."""
-        return self.error(request, 405, headers={"Allow": ", ".join(allowed)})
+        """A known path asked with a method it does not take.
+
+        Most providers answer these as an unknown path; one that answers 405 overrides this.
+        """
+        return self.not_found(request)
 
     def too_large(self, request: MockRequest, limit: int) -> MockResponse:
         return self.error(request, 413, message=f"Request body exceeds {limit} bytes.")
