@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import heapq
 import itertools
 import math
@@ -79,6 +80,9 @@ class FalProvider(Provider):
         self._order: deque[Task] = deque()  # requests in submission order, finished ones pruned
         self._free: list[float] = []  # heap: when each runner is free, after every scheduled request
         self._last_start = -math.inf  # requests start in submission order
+        # (start, seq) of every scheduled request, sorted: queue_position is two bisections.
+        self._starts: list[tuple[float, int]] = []
+        self._timeouts: list[Task] = []  # requests that will end by x-fal-request-timeout
         self._waiters: dict[str, asyncio.Task[Any]] = {}  # webhook jobs waiting for their request's end
 
     # --- queue host --------------------------------------------------------------------
@@ -227,6 +231,8 @@ class FalProvider(Provider):
         self._order.clear()
         self._free = []
         self._last_start = -math.inf
+        self._starts = []
+        self._timeouts = []
 
     # --- input -------------------------------------------------------------------------
 
@@ -341,7 +347,7 @@ class FalProvider(Provider):
             self._reschedule(call.now)
         self._order.append(task)
         if self.server.lifecycle == "time":
-            self._schedule(task)
+            self._schedule(task, now=call.now)
         self._arm_webhook(task)
         return task
 
@@ -349,7 +355,7 @@ class FalProvider(Provider):
         value = self.option("runners")
         return None if value == "unlimited" else int(value)
 
-    def _schedule(self, task: Task, not_before: float = -math.inf) -> None:
+    def _schedule(self, task: Task, *, now: float, not_before: float = -math.inf) -> None:
         """Fix a queued request's wait: its dispatch delay, then the first free runner, in order."""
         data = task.data
         runners = self._runners()
@@ -358,11 +364,13 @@ class FalProvider(Provider):
             while len(self._free) < runners:
                 heapq.heappush(self._free, -math.inf)
             start = max(start, self._free[0])
+        data["start"] = start
         timeout = data["timeout"]
         data["timed_out"] = timeout is not None and start - task.created_at > timeout
         if data["timed_out"]:
             # It never starts: it ends COMPLETED with request_timeout and holds no runner.
             task.states, task.durations, task.polls_needed = (QUEUED,), (timeout,), task.polls_needed[:1]
+            self._timeouts.append(task)
             return
         task.states, task.durations = (QUEUED, RUNNING), (start - task.created_at, data["run"])
         lifecycle = self.contract.behaviour.lifecycle
@@ -371,6 +379,10 @@ class FalProvider(Provider):
         if runners is not None:
             heapq.heapreplace(self._free, start + data["run"])
         self._last_start = start
+        self._starts.append((start, data["seq"]))  # starts never decrease in submission order
+        started = bisect.bisect_right(self._starts, (now, math.inf))
+        if started > 4096:
+            del self._starts[:started]  # they will never be counted as queued again
 
     def _reschedule(self, now: float) -> None:
         """A cancel freed a slot: recompute the waits of every request not yet started."""
@@ -397,9 +409,11 @@ class FalProvider(Provider):
             self._free = sorted(busy) + [now] * max(runners - len(busy), 0)
             heapq.heapify(self._free)
         self._last_start = last_start
+        self._starts = []
+        self._timeouts = []
         for task in waiting:
             before = self._end_time(task)
-            self._schedule(task, not_before=now)
+            self._schedule(task, now=now, not_before=now)
             if self._end_time(task) != before:
                 self._arm_webhook(task)
 
@@ -415,6 +429,8 @@ class FalProvider(Provider):
             self._order.popleft()
         if len(self._order) > 256 and self._order[-1].data["seq"] % 256 == 0:
             self._order = deque(t for t in self._order if t.finished_at(now) is None)
+        if self._timeouts:
+            self._timeouts = [t for t in self._timeouts if t.finished_at(now) is None]
         return freed
 
     def _poll_step(self, task: Task, now: float) -> None:
@@ -435,6 +451,13 @@ class FalProvider(Provider):
     def _queue_position(self, task: Task, now: float) -> int:
         """[V] the number of requests ahead: earlier requests still IN_QUEUE."""
         seq = task.data["seq"]
+        if self.server.lifecycle == "time" and not task.data["timed_out"]:
+            # Starts follow submission order, so the queued requests ahead are the scheduled
+            # ones starting after now and before this one.
+            first = bisect.bisect_right(self._starts, (now, math.inf))
+            mine = bisect.bisect_left(self._starts, (task.data["start"], seq))
+            waiting = [t for t in self._timeouts if t.data["seq"] < seq and t.state(now) == QUEUED]
+            return max(mine - first, 0) + len(waiting)
         ahead = 0
         for other in self._order:
             if other.data["seq"] >= seq:

@@ -257,6 +257,30 @@ async def test_queue_position_never_rises_and_runners_bound_in_progress() -> Non
     assert len(starts) == 10 and starts == sorted(starts)
 
 
+async def test_queue_position_counts_exactly_the_earlier_requests_still_queued() -> None:
+    server = manual(options={"runners": "2"})
+    ids = []
+    for i in range(24):
+        headers = {"x_fal_request_timeout": "6"} if i % 7 == 3 else {}
+        body = {"prompt": f"p{i}", "num_images": 1 + i % 4}
+        ids.append((await submit(server, body, **headers))["request_id"])
+    for rid in ids[5:20:4]:
+        assert (await server.request("PUT", path(rid, "/cancel"), headers=AUTH)).status == 202
+    compared = 0
+    for _ in range(80):
+        now = server.clock.now()
+        tasks = [t for t in (server.tasks.get(rid) for rid in ids) if t is not None]
+        for task in tasks:
+            body = (await status(server, task.id)).json_body()
+            if body["status"] != "IN_QUEUE":
+                continue
+            ahead = [t for t in tasks if t.data["seq"] < task.data["seq"] and t.state(now) == "IN_QUEUE"]
+            assert body["queue_position"] == len(ahead)
+            compared += 1
+        server.clock.advance(0.75)
+    assert compared > 100
+
+
 async def test_cancel_while_queued_frees_the_slot_for_later_requests() -> None:
     async def run(cancel: bool) -> tuple[float, dict[str, Any]]:
         server = manual(options={"runners": "1"})
