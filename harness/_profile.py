@@ -1,8 +1,9 @@
 """What the harness needs to know about a provider beyond its OpenAPI document, as data.
 
-It is read from the ``conformance:`` section of ``contracts/<id>/behaviour.yaml``; while a
-provider's contract has none, ``harness/profiles/<id>.yaml`` supplies it. Nothing here is
-code about one provider: every rule reads these fields.
+It is read from the ``conformance:`` section of ``contracts/<id>/behaviour.yaml``;
+``harness/profiles/<id>.yaml`` fills in whatever that section does not say yet (the
+contract wins, key by key and operation by operation). Nothing here is code about one
+provider: every rule reads these fields.
 
 .. code-block:: yaml
 
@@ -132,6 +133,11 @@ class OperationProfile:
     count: Selector | None = None  # how many images the request asked for (create)
     returns_urls: tuple[Selector, ...] = ()
     stream_end: tuple[str, ...] = ()  # event names (or JSON "event" values) that end a stream
+    retry_5xx: bool | None = None  # a transient 5xx should be retried (default: idempotent)
+
+    @property
+    def retries_5xx(self) -> bool:
+        return self.idempotent if self.retry_5xx is None else self.retry_5xx
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,11 @@ class Profile:
             return prof.idempotent
         return exchange.method.upper() in _IDEMPOTENT_METHODS
 
+    def retries_5xx(self, exchange: Exchange) -> bool:
+        """Whether a transient 5xx answer to this exchange should be retried."""
+        prof = self.op(exchange.operation)
+        return prof.retries_5xx if prof is not None else self.idempotent(exchange)
+
 
 def _state_map(raw: Any) -> dict[str, str]:
     return {str(k).lower() if isinstance(k, bool) else str(k): str(v) for k, v in (raw or {}).items()}
@@ -166,12 +177,18 @@ def _state_map(raw: Any) -> dict[str, str]:
 def profile(provider: str) -> Profile:
     """The conformance profile of a provider (its contract's, or the harness's fallback)."""
     contract = contracts.load(provider)
-    raw = contract.behaviour.raw.get("conformance")
-    source = "behaviour.yaml"
-    if raw is None:
-        path = resources.files("harness").joinpath("profiles", f"{contract.provider}.yaml")
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
-        source = f"harness/profiles/{contract.provider}.yaml"
+    own = contract.behaviour.raw.get("conformance") or {}
+    path = resources.files("harness").joinpath("profiles", f"{contract.provider}.yaml")
+    fallback = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+    # The contract's own section wins; the harness's file fills in what it does not say yet.
+    raw = {**fallback, **own}
+    merged = {k: dict(v or {}) for k, v in (fallback.get("operations") or {}).items()}
+    for op_id, spec in (own.get("operations") or {}).items():
+        merged[op_id] = {**merged.get(op_id, {}), **(spec or {})}
+    raw["operations"] = merged
+    sources = [name for name, part in (("behaviour.yaml", own),
+                                       (f"harness/profiles/{contract.provider}.yaml", fallback)) if part]
+    source = " + ".join(sources) or "(none)"
     ops: dict[str, OperationProfile] = {}
     for op_id, spec in (raw.get("operations") or {}).items():
         op = contract.operation(op_id)  # fails naming the known ones
@@ -193,6 +210,7 @@ def profile(provider: str) -> Profile:
             count=sel("count"),
             returns_urls=tuple(Selector.parse(s) for s in spec.get("returns_urls") or ()),
             stream_end=tuple(str(e) for e in spec.get("stream_end") or ()),
+            retry_5xx=None if spec.get("retry_5xx") is None else bool(spec["retry_5xx"]),
         )
     for op_id, op in contract.operations.items():
         ops.setdefault(op_id, OperationProfile(op_id, "other", op.method in _IDEMPOTENT_METHODS))

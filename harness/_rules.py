@@ -422,7 +422,7 @@ class RetriesTransient(Rule):
         for i, ex in enumerate(api):
             if not (ex.status in TRANSIENT or (ex.status is None and ex.complete)):
                 continue
-            if not ctx.profile.idempotent(ex) or header(ex.response_headers, "Retry-After"):
+            if not ctx.profile.retries_5xx(ex) or header(ex.response_headers, "Retry-After"):
                 continue  # Retry-After answers are judged by client.retry-after
             prof = ctx.profile.op(ex.operation)
             key = prof.task_id.first(ex, ctx.contract) if prof and prof.task_id else None
@@ -500,18 +500,34 @@ class SurfacesFailure(Rule):
         assert lifecycle is not None and ctx.outcome is not None
         if not ctx.outcome.ok:
             return []
-        failed = [
-            p.exchange for t in ctx.tasks().values() for p in t.polls if p.state == lifecycle.failure
-        ]
+        failed: list[Exchange] = []
+        if lifecycle.failure != lifecycle.success:  # else the state alone cannot tell (fal)
+            failed += [
+                p.exchange for t in ctx.tasks().values() for p in t.polls
+                if p.state == lifecycle.failure
+            ]
         failed += [ex for ex in ctx.api if _stream_failed(ctx, ex)]
+        failed += _failed_results(ctx)
         if not failed:
             return []
         return [self.deviation(
-            f"the provider reported {lifecycle.failure!r} but the client exited successfully "
+            f"the provider reported a failure (#{failed[0].seq}) but the client exited successfully "
             f"with {ctx.outcome.images} image(s)",
             failed[:1], path="client.outcome", expected="an error (non-zero exit)",
             actual=f"success with {ctx.outcome.images} image(s)",
         )]
+
+
+def _failed_results(ctx: RuleContext) -> list[Exchange]:
+    """Result fetches answered with an error and never fetched successfully afterwards."""
+    out = []
+    results = [e for e in ctx.api if getattr(ctx.profile.op(e.operation), "kind", "") == "result"]
+    for i, ex in enumerate(results):
+        if ex.status is None or ex.status < 400 or ex.status == 429 or ex.faults:
+            continue
+        if not any(later.path == ex.path and _ok(later) for later in results[i + 1 :]):
+            out.append(ex)
+    return out
 
 
 def _stream_failed(ctx: RuleContext, ex: Exchange) -> bool:
@@ -643,6 +659,20 @@ class SuccessHasImages(Rule):
                         expected=want if want is not None else ">= 1", actual=len(urls),
                     ))
                 break
+            for ex in trace.touches:
+                prof = ctx.profile.op(ex.operation)
+                if prof is None or prof.kind != "result" or prof.images is None or not _ok(ex):
+                    continue
+                if ex.faults:
+                    continue
+                urls = prof.images.values(ex, ctx.contract)
+                want = trace.expected_images
+                if not urls or (want is not None and len(urls) != want):
+                    out.append(self.deviation(
+                        f"the result of {trace.id} carries {len(urls)} image(s)",
+                        [ex], path=f"response.body {prof.images.expr}",
+                        expected=want if want is not None else ">= 1", actual=len(urls),
+                    ))
         return out
 
 

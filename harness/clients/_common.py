@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -14,7 +15,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ClientEnv", "ClientFailure", "Http", "cli_main", "download_images"]
+__all__ = ["ClientEnv", "ClientFailure", "Http", "cli_main", "download_images", "json_of"]
 
 TRANSIENT = frozenset({500, 502, 503, 504})
 
@@ -107,14 +108,20 @@ class Http:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, url: str, *, idempotent: bool, **kwargs: Any) -> httpx.Response:
+    def request(
+        self, method: str, url: str, *, idempotent: bool, retry_5xx: bool | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """Send with the policy above; ``retry_5xx`` overrides ``idempotent`` for 5xx answers
+        that mean "not processed" (an overloaded provider)."""
+        retry = idempotent if retry_5xx is None else retry_5xx
         wait = self.backoff
         for attempt in range(1, self.attempts + 1):
             last = attempt == self.attempts
             try:
                 response = self.client.request(method, url, **kwargs)
             except (httpx.TransportError, httpx.DecodingError) as exc:
-                if not idempotent or last:
+                if not retry or last:
                     raise ClientFailure(f"{method} {url}: {type(exc).__name__}: {exc}") from exc
                 self.env.sleep(wait * (1 + self._rng.random() * 0.25))
                 wait *= 2
@@ -125,7 +132,7 @@ class Http:
                     break
                 self.env.sleep(retry_after if retry_after is not None else wait)
                 continue
-            if response.status_code in TRANSIENT and idempotent and not last:
+            if response.status_code in TRANSIENT and retry and not last:
                 self.env.sleep(wait * (1 + self._rng.random() * 0.25))
                 wait *= 2
                 continue
@@ -140,10 +147,19 @@ class Http:
 
     def json(self, method: str, url: str, *, idempotent: bool, **kwargs: Any) -> Any:
         response = self.request(method, url, idempotent=idempotent, **kwargs)
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ClientFailure(f"{method} {url}: the answer is not JSON") from exc
+        return _json(response, method, url)
+
+
+def json_of(response: httpx.Response, method: str = "", url: str = "") -> Any:
+    """The answer's JSON, or :class:`ClientFailure` saying it is not JSON."""
+    return _json(response, method, url)
+
+
+def _json(response: httpx.Response, method: str, url: str) -> Any:
+    try:
+        return response.json()
+    except ValueError as exc:
+        raise ClientFailure(f"{method} {url}: the answer is not JSON") from exc
 
 
 _EXT = {"image/png": ".png", "image/jpeg": ".jpg", "image/webp": ".webp"}
@@ -154,11 +170,18 @@ def download_images(http: Http, urls: list[str]) -> list[dict[str, Any]]:
     http.env.output_dir.mkdir(parents=True, exist_ok=True)
     images = []
     for index, url in enumerate(urls):
-        response = http.request("GET", url, idempotent=True)
-        ctype = response.headers.get("Content-Type", "").split(";")[0].strip()
+        if url.startswith("data:"):  # inline images (fal sync_mode)
+            head, _, payload = url.partition(",")
+            ctype = head[5:].split(";")[0]
+            content = base64.b64decode(payload)
+        else:
+            response = http.request("GET", url, idempotent=True)
+            ctype = response.headers.get("Content-Type", "").split(";")[0].strip()
+            content = response.content
         path = http.env.output_dir / f"image-{index}{_EXT.get(ctype, '.bin')}"
-        path.write_bytes(response.content)
-        images.append({"url": url, "path": str(path), "content_type": ctype})
+        path.write_bytes(content)
+        images.append({"url": url if not url.startswith("data:") else url[:40] + "...",
+                       "path": str(path), "content_type": ctype})
     return images
 
 

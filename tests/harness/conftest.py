@@ -113,3 +113,83 @@ def cloudsway_client(
 def faulty_cloudsway() -> Callable[..., Client]:
     """``faulty_cloudsway(poll_every=0.01)``: a Cloudsway client with that flaw."""
     return cloudsway_client
+
+
+def fal_client(
+    *,
+    rebuild_dev: bool = False,
+    auth: str = "Key {key}",
+    poll_every: float = 0.5,
+    stream_events: int | None = None,  # use the status stream; stop after this many events
+) -> Client:
+    """A fal queue client with the chosen flaw(s)."""
+
+    def run(env: Mapping[str, str]) -> dict[str, Any]:
+        scale = float(env["IMAGEGEN_TIME_SCALE"])
+        base = env["IMAGEGEN_BASE_URL"]
+        headers = {"Authorization": auth.format(key=env["IMAGEGEN_API_KEY"])}
+        with httpx.Client(headers=headers, timeout=10) as http:
+            submitted = http.post(f"{base}/fal-ai/flux-1/dev", json=json.loads(env["IMAGEGEN_REQUEST"]))
+            if submitted.status_code >= 400:
+                raise Failed(f"submit answered {submitted.status_code}")
+            body = submitted.json()
+            status_url, response_url = body["status_url"], body["response_url"]
+            if rebuild_dev:  # the classic mistake: the model's subpath kept in the queue URLs
+                response_url = f"{base}/fal-ai/flux-1/dev/requests/{body['request_id']}"
+                status_url = response_url + "/status"
+            if stream_events is not None:
+                last = ""
+                with http.stream("GET", status_url + "/stream") as stream:
+                    seen = 0
+                    for line in stream.iter_lines():
+                        if line.startswith("data: "):
+                            seen, last = seen + 1, line
+                            if seen >= stream_events:
+                                break
+                if not last or json.loads(last[6:])["status"] != "COMPLETED":
+                    raise Failed("the stream ended before COMPLETED")
+            else:
+                while True:
+                    answer = http.get(status_url)
+                    if answer.status_code >= 400:
+                        raise Failed(f"status answered {answer.status_code}")
+                    if answer.json()["status"] == "COMPLETED":
+                        break
+                    time.sleep(poll_every / scale)
+            result = http.get(response_url)
+            if result.status_code >= 400:
+                raise Failed(f"result answered {result.status_code}")
+            return {"images": [img["url"] for img in result.json()["images"]]}
+
+    return run
+
+
+def yunyx_client(*, download_after: float = 0.0) -> Client:
+    """A yunyx client that waits ``download_after`` provider seconds before downloading."""
+
+    def run(env: Mapping[str, str]) -> dict[str, Any]:
+        scale = float(env["IMAGEGEN_TIME_SCALE"])
+        headers = {"Authorization": f"Bearer {env['IMAGEGEN_API_KEY']}"}
+        with httpx.Client(headers=headers, timeout=10) as http:
+            answer = http.post(env["IMAGEGEN_BASE_URL"] + "/v1/images/generations",
+                               json=json.loads(env["IMAGEGEN_REQUEST"]))
+            if answer.status_code >= 400:
+                raise Failed(f"generate answered {answer.status_code}")
+            time.sleep(download_after / scale)
+            images = []
+            for i, item in enumerate(answer.json()["images"]):
+                image = http.get(item["url"])
+                if image.status_code != 200:
+                    raise Failed(f"download answered {image.status_code}")
+                path = Path(env["IMAGEGEN_OUTPUT_DIR"]) / f"{i}.png"
+                path.write_bytes(image.content)
+                images.append(str(path))
+            return {"images": images}
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def faulty_clients() -> dict[str, Callable[..., Client]]:
+    """Faulty-client factories by provider."""
+    return {"cloudsway": cloudsway_client, "fal": fal_client, "yunyx": yunyx_client}
