@@ -40,6 +40,7 @@ from .engine import (
     Provider,
     Task,
     dumps,
+    redact_url,
     render,
     route,
     sse_comment,
@@ -68,6 +69,12 @@ _NUMBER = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
 
 
 class FalProvider(Provider):
+    """fal's queue host and sync host for ``fal-ai/flux-1/dev``.
+
+    >>> from mocks import MockServer
+    >>> server = MockServer("fal", clock="manual", options={"runners": "2"})
+    """
+
     id = "fal"
     image_prefix = "/files/"  # CDN-style links (fal serves v3.fal.media/files/...)
 
@@ -215,13 +222,15 @@ class FalProvider(Provider):
         data = task.data
         out: dict[str, Any] = {
             "kind": data["kind"], "outcome": self._outcome(task), "seq": data["seq"],
-            "queue_wait": task.durations[0], "run_seconds": data["run"],
+            "queue_wait": task.durations[0], "run_seconds": None if math.isinf(data["run"]) else data["run"],
+            "cancel_requested": data["cancel_requested"],
         }
         if data["inputs"]:
             out.update({k: data["inputs"][k] for k in ("prompt", "num_images", "output_format", "seed")})
             out["size"] = "{}x{}".format(*data["size"])
         if data.get("webhook"):
-            out["webhook"] = data["webhook"]
+            out["webhook"] = redact_url(data["webhook"])
+            out["webhook_sent"] = data["webhook_sent"]
         return out
 
     def on_reset(self) -> None:

@@ -585,6 +585,18 @@ async def test_admin_lists_requests_with_their_queue_data() -> None:
     first, second = by_id[ids[0]]["data"], by_id[ids[1]]["data"]
     assert first["kind"] == "queue" and first["size"] == "512x512" and first["prompt"] == "p0"
     assert second["queue_wait"] > first["queue_wait"] + first["run_seconds"] - 1.0
+    # A never-finishing request and a webhook with a secret still list as strict JSON.
+    await submit(server, query={"fal_webhook": "http://127.0.0.1:9/hook?token=s3cret"},
+                 X_Mock_Fault="never_finish")
+    raw = (await server.request("GET", "/__mock/tasks")).body
+    assert isinstance(raw, bytes) and b"s3cret" not in raw
+
+    def refuse(name: str) -> Any:
+        raise AssertionError(f"{name} is not JSON")
+
+    listed = json.loads(raw, parse_constant=refuse)
+    stuck = [t for t in (listed["tasks"] if isinstance(listed, dict) else listed) if t["id"] not in ids]
+    assert stuck[0]["data"]["run_seconds"] is None and stuck[0]["data"]["webhook_sent"] is False
 
 
 async def test_start_timeout_header_ends_a_waiting_request_with_request_timeout() -> None:
