@@ -39,7 +39,10 @@ from mocks.engine import Exchange
 
 from ._exchanges import header, json_or_none
 
-__all__ = ["OperationProfile", "Profile", "Selector", "json_path", "operation_for", "profile"]
+__all__ = [
+    "OperationProfile", "Profile", "Selector", "Selectors", "event_name", "json_path",
+    "operation_for", "profile",
+]
 
 KINDS = ("create", "poll", "result", "run", "cancel", "download", "other")
 _IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -76,20 +79,28 @@ def json_path(document: Any, path: str) -> list[Any]:
 
 @dataclass(frozen=True)
 class Selector:
-    """Where a value sits in an exchange: ``response:$.taskId``, ``path:taskId``..."""
+    """Where a value sits in an exchange: ``response:$.taskId``, ``path:taskId``...
+
+    ``event:$.path`` reads every streamed event; ``event:NAME:$.path`` only events named NAME
+    (the SSE ``event:`` field, or the JSON ``event`` field of the data).
+    """
 
     source: str
     expr: str
+    event: str | None = None
 
     @classmethod
     def parse(cls, text: str) -> Selector:
         source, sep, expr = text.partition(":")
         if not sep or source not in ("response", "request", "path", "query", "header", "event"):
             raise contracts.ContractError(
-                f"selector {text!r}: write response:$.path, request:$.path, event:$.path, "
+                f"selector {text!r}: write response:$.path, request:$.path, event:[NAME:]$.path, "
                 "path:param, query:name or header:Name"
             )
-        return cls(source, expr)
+        event = None
+        if source == "event" and not expr.startswith("$"):
+            event, _, expr = expr.partition(":")
+        return cls(source, expr, event)
 
     def values(self, exchange: Exchange, contract: Contract) -> list[Any]:
         if self.source == "response":
@@ -101,7 +112,10 @@ class Selector:
 
             out: list[Any] = []
             for event in stream_events(exchange):
-                out.extend(json_path(event.json(), self.expr))
+                data = event.json()
+                if self.event is not None and event_name(event.event, data) != self.event:
+                    continue
+                out.extend(json_path(data, self.expr))
             return out
         if self.source == "query":
             return [v for k, v in exchange.query if k == self.expr]
@@ -116,7 +130,54 @@ class Selector:
         return values[0] if values else None
 
     def __str__(self) -> str:
-        return f"{self.source}:{self.expr}"
+        name = f"{self.event}:" if self.event else ""
+        return f"{self.source}:{name}{self.expr}"
+
+
+@dataclass(frozen=True)
+class Selectors:
+    """One or more selectors: the values of all of them, the first that finds something."""
+
+    items: tuple[Selector, ...]
+
+    @classmethod
+    def parse(cls, spec: str | list[str]) -> Selectors:
+        texts = [spec] if isinstance(spec, str) else list(spec)
+        return cls(tuple(Selector.parse(t) for t in texts))
+
+    def values(self, exchange: Exchange, contract: Contract) -> list[Any]:
+        return [v for sel in self.items for v in sel.values(exchange, contract)]
+
+    def first(self, exchange: Exchange, contract: Contract) -> Any:
+        for sel in self.items:
+            found = sel.values(exchange, contract)
+            if found:
+                return found[0]
+        return None
+
+    def last(self, exchange: Exchange, contract: Contract) -> Any:
+        """The last value found by the first selector that finds any (a stream's final state)."""
+        for sel in self.items:
+            found = sel.values(exchange, contract)
+            if found:
+                return found[-1]
+        return None
+
+    @property
+    def expr(self) -> str:
+        return " | ".join(str(s) for s in self.items)
+
+    def __str__(self) -> str:
+        return self.expr
+
+
+def event_name(sse_name: str | None, data: Any) -> str:
+    """An event's name: the JSON ``event`` field, else its ``status``, else the SSE name."""
+    if isinstance(data, dict) and isinstance(data.get("event"), str):
+        return str(data["event"])
+    if isinstance(data, dict) and isinstance(data.get("status"), str):
+        return str(data["status"])
+    return sse_name or "message"
 
 
 @dataclass(frozen=True)
@@ -126,11 +187,11 @@ class OperationProfile:
     operation: str
     kind: str
     idempotent: bool
-    task_id: Selector | None = None
-    state: Selector | None = None
+    task_id: Selectors | None = None
+    state: Selectors | None = None
     state_map: Mapping[str, str] = field(default_factory=dict)
-    images: Selector | None = None
-    count: Selector | None = None  # how many images the request asked for (create)
+    images: Selectors | None = None
+    count: Selectors | None = None  # how many images the request asked for (create)
     returns_urls: tuple[Selector, ...] = ()
     stream_end: tuple[str, ...] = ()  # event names (or JSON "event" values) that end a stream
     retry_5xx: bool | None = None  # a transient 5xx should be retried (default: idempotent)
@@ -196,8 +257,8 @@ def profile(provider: str) -> Profile:
         if kind not in KINDS:
             raise contracts.ContractError(f"{provider} {op_id}: kind {kind!r}; valid: {', '.join(KINDS)}")
 
-        def sel(name: str, spec: Mapping[str, Any] = spec) -> Selector | None:
-            return Selector.parse(spec[name]) if spec.get(name) else None
+        def sel(name: str, spec: Mapping[str, Any] = spec) -> Selectors | None:
+            return Selectors.parse(spec[name]) if spec.get(name) else None
 
         ops[op_id] = OperationProfile(
             operation=op_id,

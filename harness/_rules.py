@@ -21,7 +21,7 @@ from mocks.engine import Exchange
 
 from ._deviation import Deviation, Severity, Side
 from ._exchanges import curl_line, header, media_type, stream_events
-from ._profile import Profile, profile
+from ._profile import Profile, event_name, profile
 from ._validate import DOWNLOAD, STREAM_MEDIA
 
 __all__ = [
@@ -107,7 +107,7 @@ class RuleContext:
             return None
         if not 200 <= exchange.status < 300:
             return None
-        raw = prof.state.first(exchange, self.contract)
+        raw = prof.state.last(exchange, self.contract)
         if raw is None:
             return None
         key = str(raw).lower() if isinstance(raw, bool) else str(raw)
@@ -506,7 +506,12 @@ class SurfacesFailure(Rule):
                 p.exchange for t in ctx.tasks().values() for p in t.polls
                 if p.state == lifecycle.failure
             ]
-        failed += [ex for ex in ctx.api if _stream_failed(ctx, ex)]
+        if lifecycle.failure != lifecycle.success:
+            polled = {p.exchange.seq for t in ctx.tasks().values() for p in t.polls}
+            failed += [
+                ex for ex in ctx.api
+                if ex.seq not in polled and ctx.state_of(ex) == lifecycle.failure
+            ]
         failed += _failed_results(ctx)
         if not failed:
             return []
@@ -530,15 +535,6 @@ def _failed_results(ctx: RuleContext) -> list[Exchange]:
     return out
 
 
-def _stream_failed(ctx: RuleContext, ex: Exchange) -> bool:
-    prof = ctx.profile.op(ex.operation)
-    lifecycle = ctx.contract.behaviour.lifecycle
-    if prof is None or prof.state is None or prof.state.source != "event" or lifecycle is None:
-        return False
-    states = [str(s) for s in prof.state.values(ex, ctx.contract)]
-    return bool(states) and prof.state_map.get(states[-1], states[-1]) == lifecycle.failure
-
-
 class ReadsStream(Rule):
     info = RuleInfo(
         "client.reads-stream", Severity.ERROR, Side.CLIENT,
@@ -558,7 +554,7 @@ class ReadsStream(Rule):
             if any(f.startswith("truncate") for f in ex.faults):
                 continue
             events = [e for e in stream_events(ex) if not e.comment and e.data is not None]
-            names = [_event_name(e.event, e.json()) for e in events]
+            names = [event_name(e.event, e.json()) for e in events]
             if not names or names[-1] not in prof.stream_end:
                 out.append(self.deviation(
                     f"the client stopped reading the {ex.operation} stream after {len(names)} "
@@ -567,7 +563,7 @@ class ReadsStream(Rule):
                     actual=names[-1] if names else None, reproduce=ctx.repro(ex),
                 ))
             elif ctx.outcome is not None and not ctx.outcome.ok and not ctx.outcome.timed_out \
-                    and not _stream_failed(ctx, ex) and names[-1] in prof.stream_end \
+                    and ctx.state_of(ex) != _failure(ctx) and names[-1] in prof.stream_end \
                     and names[-1] != "error":
                 pings = len(stream_events(ex)) - len(events)
                 out.append(self.deviation(
@@ -579,12 +575,9 @@ class ReadsStream(Rule):
         return out
 
 
-def _event_name(sse_name: str | None, data: Any) -> str:
-    if isinstance(data, dict) and isinstance(data.get("event"), str):
-        return str(data["event"])
-    if isinstance(data, dict) and isinstance(data.get("status"), str):
-        return str(data["status"])
-    return sse_name or "message"
+def _failure(ctx: RuleContext) -> str | None:
+    lifecycle = ctx.contract.behaviour.lifecycle
+    return None if lifecycle is None else lifecycle.failure
 
 
 # --- provider-side rules -----------------------------------------------------------------
