@@ -14,6 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from PIL import Image
 
@@ -809,3 +811,30 @@ def test_fal_client_traffic_passes_the_harness_schema_and_rules() -> None:
         "schema.request", harness.Side.CLIENT, "request.body$.num_images"
     )
     assert harness.check_rules(harness.RuleContext(contract, exchanges)) == []
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False)
+    | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_FIELDS = ["prompt", "image_size", "num_inference_steps", "guidance_scale", "num_images", "seed",
+           "enable_safety_checker", "output_format", "acceleration", "sync_mode"]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.dictionaries(st.sampled_from(_FIELDS), _JSON, max_size=6) | _JSON)
+async def test_any_json_body_gets_a_fal_answer_and_never_crashes(body: Any) -> None:
+    server = MockServer("fal", clock="manual", seed=3)
+    response = await server.request("POST", SUBMIT, json=body, headers=AUTH)
+    assert response.status == 200
+    rid = response.json_body()["request_id"]
+    done = await finish(server, rid)
+    assert done.status in (200, 422)
+    conforms("getRequestResult", done)
+    if done.status == 422:  # the sync host rejects the same input at once, identically
+        sync = await server.request("POST", SUBMIT, json=body, headers=AUTH, role="run")
+        assert sync.status == 422 and sync.json_body() == done.json_body()
+    assert server.errors == []
