@@ -299,7 +299,7 @@ class DifyProvider(Provider):
         summary = self._summary(request, task, now)
         return MockResponse.json({
             "id": task.id,
-            "workflow_id": self.workflow.id,
+            "workflow_id": task.data["workflow"].id,
             "status": summary["status"],
             "inputs": json.dumps(task.data["inputs"]),  # [V] a JSON string, not an object
             "outputs": summary["outputs"] or {},
@@ -499,6 +499,7 @@ class DifyProvider(Provider):
             "execution_ids": [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in nodes],
             "expired_url": call.fault("expired_url") is not None,
             "files": {},
+            "workflow": self.workflow,  # the run keeps its workflow if another is loaded later
         }
         for i, node in enumerate(nodes[: len(durations)]):
             if node.images and not (fail and i == work):
@@ -531,7 +532,7 @@ class DifyProvider(Provider):
     def _schedule(self, task: Task) -> list[tuple[Node, float, float]]:
         """(node, started, finished) in provider time for each node the run executes."""
         out, at = [], task.created_at
-        for node, length in zip(self.workflow.nodes, task.durations, strict=False):
+        for node, length in zip(task.data["workflow"].nodes, task.durations, strict=False):
             out.append((node, at, at + length))
             at += length
         return out
@@ -571,7 +572,7 @@ class DifyProvider(Provider):
             return ended is not None and ended[1] < when and ended[1] <= clock.now()
 
         yield sse_event({"event": "workflow_started", **top, "data": {
-            "id": task.id, "workflow_id": self.workflow.id, "inputs": task.data["inputs"],
+            "id": task.id, "workflow_id": task.data["workflow"].id, "inputs": task.data["inputs"],
             "created_at": int(task.created_at), "reason": "initial",
         }})
         previous: str | None = None
@@ -635,23 +636,23 @@ class DifyProvider(Provider):
         if node.type == "start":
             out: dict[str, Any] = dict(data["inputs"])
             out.update({
-                "sys.files": [], "sys.user_id": data["user"], "sys.app_id": self._app_id(),
-                "sys.workflow_id": self.workflow.id, "sys.workflow_run_id": task.id,
+                "sys.files": [], "sys.user_id": data["user"],
+                "sys.app_id": self._app_id(data["workflow"]),
+                "sys.workflow_id": task.data["workflow"].id, "sys.workflow_run_id": task.id,
             })
         elif node.type == "end":
             out = self._run_outputs(request, task, now)
         else:
             out = {"text": "", "files": [], "json": []} if node.images else {}
             if node.id in data["files"]:
-                out["files"] = [self._file_var(request, fid, now, data["expired_url"])
-                                for fid in data["files"][node.id]]
+                out["files"] = [self._file_var(request, task, fid, now) for fid in data["files"][node.id]]
         out.update(node.outputs or {})
         return out
 
     def _run_outputs(self, request: MockRequest, task: Task, now: float) -> dict[str, Any]:
-        by_id = {n.id: n for n in self.workflow.nodes}
+        by_id = {n.id: n for n in task.data["workflow"].nodes}
         out: dict[str, Any] = {}
-        for item in self.workflow.outputs:
+        for item in task.data["workflow"].outputs:
             if "value_selector" in item:
                 node_id, var = (str(s) for s in item["value_selector"])
                 out[item["variable"]] = self._node_outputs(request, task, by_id[node_id], now).get(var)
@@ -661,6 +662,7 @@ class DifyProvider(Provider):
 
     def _summary(self, request: MockRequest, task: Task, now: float) -> dict[str, Any]:
         """The run as the blocking answer and workflow_finished show it at ``now``."""
+        wf: Workflow = task.data["workflow"]
         status = _status(task, now)
         finished = task.finished_at(now)
         until = finished if finished is not None else now
@@ -672,16 +674,16 @@ class DifyProvider(Provider):
         began = [n for n, s, _ in schedule if s <= until]
         error = None
         if status == "failed":
-            fail_node = self.workflow.nodes[task.data["fail_at"]]
+            fail_node = wf.nodes[task.data["fail_at"]]
             error = fail_node.error if task.data["fail"] == "node" else _STREAM_ERROR
         elif status == "stopped":
             error = "Stopped by user."  # [I] QueueStopEvent's reason for a manual stop
         steps = len(began)
-        if status == "succeeded" and self.option("total_steps") == "seed" and self.workflow.total_steps:
-            steps = self.workflow.total_steps
+        if status == "succeeded" and self.option("total_steps") == "seed" and wf.total_steps:
+            steps = wf.total_steps
         return {
             "id": task.id,
-            "workflow_id": self.workflow.id,
+            "workflow_id": wf.id,
             "status": status,
             "outputs": self._run_outputs(request, task, now) if status == "succeeded" else None,
             "error": error,
@@ -749,13 +751,13 @@ class DifyProvider(Provider):
             "files": files,
         }})
 
-    def _file_var(self, request: MockRequest, file_id: str, now: float, expired: bool) -> dict[str, Any]:
+    def _file_var(self, request: MockRequest, task: Task, file_id: str, now: float) -> dict[str, Any]:
         spec = self._files.get(file_id)
         ext = spec.extension if spec else ".png"
-        signed_at = now - 301 if expired else now  # the expired_url fault
+        signed_at = now - 301 if task.data["expired_url"] else now  # the expired_url fault
         return {  # [V] the seed's FileVar, key for key
             "__variant": "FileVar",
-            "tenant_id": self.workflow.tenant_id,
+            "tenant_id": task.data["workflow"].tenant_id,
             "type": "image",
             "transfer_method": "tool_file",
             "url": self._signed(request, f"/files/tools/{file_id}{ext}", file_id, signed_at),
@@ -800,8 +802,9 @@ class DifyProvider(Provider):
         while sum(len(b) for b in self._upload_bytes.values()) > self._upload_budget:
             self._upload_bytes.popitem(last=False)
 
-    def _app_id(self) -> str:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-app:{self.workflow.id}"))
+    @staticmethod
+    def _app_id(workflow: Workflow) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-app:{workflow.id}"))
 
 
 def _end_user(user: str) -> str:

@@ -781,3 +781,14 @@ async def test_the_documented_workflow_example_runs() -> None:
         "POST", RUN, json={"inputs": {"prompt": "p", "size": "huge"}, "user": "u"}, headers=AUTH
     )
     assert envelope(bad, 400, "invalid_param").startswith("size in input form must be one of")
+
+
+async def test_a_run_keeps_its_workflow_when_another_is_loaded() -> None:
+    server = manual()
+    pending = asyncio.ensure_future(server.request("POST", RUN, json=SEED_BODY, headers=AUTH))
+    await settle()
+    provider(server).use_workflow(slow_workflow(3.0))
+    server.clock.advance(60)
+    data = (await asyncio.wait_for(pending, 5)).json_body()["data"]
+    assert data["workflow_id"] == Workflow.load().id
+    assert data["total_tokens"] == 536 and len(data["outputs"]["files"]) == 1
