@@ -549,9 +549,9 @@ class DifyProvider(Provider):
             await self._wait_until(task, min(end, cut))
         summary = self._summary(request, task, clock.now())
         if task.data["fail"] == "error" and summary["status"] == "failed":
-            code = task.data["error_code"]
-            status = int((self._codes.get(code) or {}).get("status", 500))
-            return self.error(request, status, code, _STREAM_ERROR if status == 500 else None)
+            return self.error(
+                request, self._error_status(task), task.data["error_code"], self._error_text(task)
+            )
         keys = ("id", "workflow_id", "status", "outputs", "error", "elapsed_time", "total_tokens",
                 "total_steps", "created_at", "finished_at")
         return MockResponse.json({
@@ -597,10 +597,9 @@ class DifyProvider(Provider):
                     return
                 if phase == "finish" and task.data["fail"] == "error" and index == task.data["fail_at"]:
                     code = task.data["error_code"]
-                    known = self._codes.get(code) or {"status": 500}
-                    message = _STREAM_ERROR if known["status"] == 500 else str(known.get("message", ""))
                     yield sse_event({"event": "error", "task_id": task.data["task_id"],
-                                     "message": message, "code": code, "status": known["status"]})
+                                     "message": self._error_text(task), "code": code,
+                                     "status": self._error_status(task)})
                     return
                 status = "started" if phase == "start" else (
                     "failed" if index == task.data["fail_at"] else "succeeded"
@@ -628,6 +627,15 @@ class DifyProvider(Provider):
             waiters.discard(stop)
             if not waiters:
                 self._waiters.pop(task.id, None)
+
+    def _error_status(self, task: Task) -> int:
+        """HTTP status of the failure a ``task_fail:error:CODE`` fault injects."""
+        return int((self._codes.get(task.data["error_code"]) or {}).get("status", 500))
+
+    def _error_text(self, task: Task) -> str:
+        if self._error_status(task) >= 500:
+            return _STREAM_ERROR
+        return str(self._codes[task.data["error_code"]].get("message", ""))
 
     # --- bodies ----------------------------------------------------------------------
 
@@ -675,7 +683,7 @@ class DifyProvider(Provider):
         error = None
         if status == "failed":
             fail_node = wf.nodes[task.data["fail_at"]]
-            error = fail_node.error if task.data["fail"] == "node" else _STREAM_ERROR
+            error = fail_node.error if task.data["fail"] == "node" else self._error_text(task)
         elif status == "stopped":
             error = "Stopped by user."  # [I] QueueStopEvent's reason for a manual stop
         steps = len(began)

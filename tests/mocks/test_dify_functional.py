@@ -215,7 +215,8 @@ async def test_other_failures_after_the_stream_opened_are_error_events(serve_moc
     assert set(last) == {"event", "task_id", "message", "code", "status"}
     assert (last["code"], last["status"]) == ("provider_quota_exceeded", 400)
     assert last["task_id"] == events[0]["task_id"]
-    assert detail.json()["status"] == "failed"
+    assert detail.json()["status"] == "failed" and detail.json()["error"] == last["message"]
+    assert last["message"].startswith("Your quota")
 
 
 async def test_stop_mid_stream_ends_the_run_stopped(serve_mock: ServeMock) -> None:
