@@ -135,10 +135,6 @@ class AceDataProvider(Provider):
             return self.error(request, 400, "no_token")
         return self.error(request, 401, "invalid_token")
 
-    def method_not_allowed(self, request: MockRequest, allowed: list[str]) -> MockResponse:
-        # [I] AceData documents no 405; an unmatched method is an API that does not exist.
-        return self.error(request, 404, "no_api")
-
     def too_large(self, request: MockRequest, limit: int) -> MockResponse:
         return self.error(request, 400, "bad_request", f"The request body exceeds {limit} bytes.")
 

@@ -109,7 +109,8 @@ class YunyxProvider(Provider):
         if any(n not in query for n in names):
             return _s3_error("AccessDenied", "Query-string authentication requires the X-Amz-* parameters.")
         date, expires = query["X-Amz-Date"], query["X-Amz-Expires"]
-        if not hmac.compare_digest(query["X-Amz-Signature"], self._signature(token, date, expires)):
+        given = query["X-Amz-Signature"].encode(errors="surrogatepass")
+        if not hmac.compare_digest(given, self._signature(token, date, expires).encode()):
             return _s3_error("SignatureDoesNotMatch",
                              "The request signature we calculated does not match the signature you provided.")
         try:
@@ -150,10 +151,6 @@ class YunyxProvider(Provider):
     def auth_error(self, request: MockRequest, reason: str) -> MockResponse:
         return self.error(request, 401)
 
-    def method_not_allowed(self, request: MockRequest, allowed: list[str]) -> MockResponse:
-        # [I] Go's gin answers an unmatched method like an unknown path unless told otherwise.
-        return self.error(request, 404)
-
     def too_large(self, request: MockRequest, limit: int) -> MockResponse:
         return self.error(request, 400, data=f"request body exceeds {limit} bytes")
 
@@ -169,7 +166,7 @@ class YunyxProvider(Provider):
     # --- links -----------------------------------------------------------------------
 
     def _signature(self, token: str, date: str, expires: str) -> str:
-        payload = f"{token}\n{date}\n{expires}".encode()
+        payload = f"{token}\n{date}\n{expires}".encode(errors="surrogatepass")
         return hmac.new(self.server.secret, payload, hashlib.sha256).hexdigest()
 
     def _link(self, request: MockRequest, spec: ImageSpec, issued: float) -> str:

@@ -437,6 +437,7 @@ async def test_auth_failures(headers: dict[str, str], status: int, code: str) ->
 
 
 async def test_unknown_path_and_wrong_method_get_404_no_api() -> None:
+    # [I] AceData documents no 405: a path asked with another method is an API that does not exist.
     server = manual()
     assert_error(await server.request("POST", "/flux/videos2", json=GOOD, headers=AUTH), 404, "no_api")
     assert_error(await server.request("GET", TASKS, headers=AUTH), 404, "no_api")

@@ -348,8 +348,9 @@ async def test_bad_keys_get_401_invalid_token(headers: dict[str, str]) -> None:
 
 
 async def test_unknown_path_and_method_get_404_page_not_found() -> None:
+    # [I] Go's router answers an unmatched method like an unknown path unless told otherwise.
     server = manual()
-    for method, path in (("POST", "/v1/images/generation"), ("GET", PATH)):
+    for method, path in (("POST", "/v1/images/generation"), ("GET", PATH), ("TRACE", PATH)):
         assert check(await server.request(method, path, headers=AUTH), 404) == "404 page not found"
 
 
