@@ -193,3 +193,62 @@ def yunyx_client(*, download_after: float = 0.0) -> Client:
 def faulty_clients() -> dict[str, Callable[..., Client]]:
     """Faulty-client factories by provider."""
     return {"cloudsway": cloudsway_client, "fal": fal_client, "yunyx": yunyx_client}
+
+
+def dify_client(*, parse_every_line: bool = False, stop_after: str | None = None) -> Client:
+    """A streaming Dify client that chokes on pings, or hangs up after one event."""
+
+    def run(env: Mapping[str, str]) -> dict[str, Any]:
+        base = env["IMAGEGEN_BASE_URL"]
+        headers = {"Authorization": f"Bearer {env['IMAGEGEN_API_KEY']}"}
+        with httpx.Client(headers=headers, timeout=10) as http, http.stream(
+            "POST", base + "/v1/workflows/run", json=json.loads(env["IMAGEGEN_REQUEST"])
+        ) as stream:
+            for line in stream.iter_lines():
+                if not line:
+                    continue
+                if parse_every_line:  # the flaw: "event: ping" is no JSON
+                    event = json.loads(line.removeprefix("data: "))
+                elif line.startswith("data: "):
+                    event = json.loads(line[6:])
+                else:
+                    continue
+                if event.get("event") == stop_after:
+                    raise Failed(f"hung up after {stop_after}")
+                if event.get("event") == "workflow_finished":
+                    files = event["data"]["outputs"]["files"]
+                    return {"images": [base + f["url"] for f in files]}
+        raise Failed("the stream ended without workflow_finished")
+
+    return run
+
+
+def acedata_client(*, poll_every: float = 3.0, failed_is_success: bool = False) -> Client:
+    """An async AceData client with the chosen flaw."""
+
+    def run(env: Mapping[str, str]) -> dict[str, Any]:
+        scale = float(env["IMAGEGEN_TIME_SCALE"])
+        base = env["IMAGEGEN_BASE_URL"]
+        headers = {"Authorization": f"Bearer {env['IMAGEGEN_API_KEY']}"}
+        with httpx.Client(headers=headers, timeout=10) as http:
+            task = http.post(base + "/flux/images", json=json.loads(env["IMAGEGEN_REQUEST"])).json()
+            while True:
+                time.sleep(poll_every / scale)
+                record = http.post(base + "/flux/tasks", json={"action": "retrieve", "id": task["task_id"]})
+                response = record.json().get("response")
+                if not response:
+                    continue
+                if response.get("success") is False:
+                    if failed_is_success:
+                        return {"images": []}
+                    raise Failed("task failed")
+                if response.get("data"):
+                    return {"images": [d["image_url"] for d in response["data"]]}
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def more_faulty_clients() -> dict[str, Callable[..., Client]]:
+    """Faulty-client factories for Dify and AceData."""
+    return {"dify": dify_client, "acedata": acedata_client}

@@ -1,4 +1,4 @@
-"""The faulty-client catalogue beyond Cloudsway: fal's URLs and auth, yunyx's expiring links."""
+"""The faulty-client catalogue beyond Cloudsway: fal, yunyx, Dify and AceData."""
 
 from __future__ import annotations
 
@@ -26,16 +26,26 @@ CATALOGUE = [
     pytest.param("yunyx", {"download_after": 3700.0}, "happy-path", 20000.0,
                  {"client.downloads-before-expiry", "scenario.outcome"},
                  id="yunyx-downloads-after-the-hour"),
+    pytest.param("dify", {}, "happy-path-streaming", None, set(), id="dify-unflawed"),
+    pytest.param("dify", {"parse_every_line": True}, "happy-path-streaming", None,
+                 {"client.reads-stream", "scenario.outcome"}, id="dify-chokes-on-pings"),
+    pytest.param("dify", {"stop_after": "workflow_started"}, "happy-path-streaming", None,
+                 {"client.reads-stream", "scenario.outcome"}, id="dify-hangs-up-early"),
+    pytest.param("acedata", {}, "happy-path-async", None, set(), id="acedata-unflawed"),
+    pytest.param("acedata", {"poll_every": 1.0}, "happy-path-async", None,
+                 {"client.poll-interval"}, id="acedata-polls-every-second"),
+    pytest.param("acedata", {"failed_is_success": True}, "task-fails", None,
+                 {"client.surfaces-failure", "scenario.outcome"}, id="acedata-failed-as-success"),
 ]
 
 
 @pytest.mark.parametrize(("provider", "flaws", "scenario", "scale", "expected"), CATALOGUE)
 async def test_flaw_produces_its_deviation_and_no_other(
-    faulty_clients: dict[str, Callable[..., Any]], provider: str, flaws: dict[str, Any],
-    scenario: str, scale: float | None, expected: set[str],
+    faulty_clients: dict[str, Callable[..., Any]], more_faulty_clients: dict[str, Callable[..., Any]],
+    provider: str, flaws: dict[str, Any], scenario: str, scale: float | None, expected: set[str],
 ) -> None:
     contract = contracts.load(provider)
-    client = CallableClient(faulty_clients[provider](**flaws))
+    client = CallableClient({**faulty_clients, **more_faulty_clients}[provider](**flaws))
     result = await run_scenario(contract, contract.scenario(scenario), client, time_scale=scale,
                                 startup_slack=1.0)
     assert {d.rule for d in result.deviations} == expected, [str(d) for d in result.deviations]
