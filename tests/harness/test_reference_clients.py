@@ -11,7 +11,7 @@ PROVIDERS = [p for p in contracts.available() if profile(p).reference_client]
 
 
 def test_every_provider_with_a_contract_has_a_reference_client() -> None:
-    assert PROVIDERS == list(contracts.available())
+    assert list(contracts.available()) == PROVIDERS
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
