@@ -255,7 +255,7 @@ class DifyProvider(Provider):
         except BodyError:
             return self.error(request, 400, "bad_request", _BAD_JSON)
         user = body.get("user")
-        if not isinstance(user, str) or not user.strip():
+        if not isinstance(user, str) or not user:
             return self.error(request, 400, "invalid_param", "Arg user must be provided.")
         problem = self._check_run_body(body)
         if problem is not None:
@@ -277,7 +277,7 @@ class DifyProvider(Provider):
         except BodyError:
             return self.error(request, 400, "bad_request", _BAD_JSON)
         user = body.get("user")
-        if not isinstance(user, str) or not user.strip():
+        if not isinstance(user, str) or not user:
             return self.error(request, 400, "invalid_param", "Arg user must be provided.")
         # [V] always success, whoever asks and whatever the id; only streaming runs stop.
         run_id = self._runs_by_task.get(request.params["task_id"])
@@ -346,6 +346,8 @@ class DifyProvider(Provider):
             return self.error(request, 400, "filename_not_exists_error")
         user = next((d.decode("utf-8", "replace") for n, _, _, d in parts if n == "user"), "")
         extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+        if not extension and content_type:  # no extension in the name: go by the part's type
+            extension = (mimetypes.guess_extension(content_type) or "").lstrip(".")
         limits = self.contract.behaviour.limits
         kind = next(
             (k for k, exts in limits["upload_extensions"].items() if extension in exts), None
@@ -464,12 +466,13 @@ class DifyProvider(Provider):
             return f"response_mode must be 'blocking' or 'streaming', got {mode!r}"
         validator = contracts.request_validator(self.id, "runWorkflow")
         assert validator is not None
-        issues = validator.issues(body)
+        # inputs are checked against the running workflow's own form, in Dify's words, later.
+        issues = [i for i in validator.issues(body) if not i.path.startswith("$.inputs")]
         if issues:
             return f"{issues[0].path.removeprefix('$.')}: {issues[0].message}"
-        for i, item in enumerate(body.get("files") or []):
+        for item in body.get("files") or []:
             if item["transfer_method"] == "local_file" and item.get("upload_file_id") not in self._uploads:
-                return f"files[{i}].upload_file_id is not an uploaded file"
+                return "Invalid upload file"  # [I] Dify's file factory wording
         return None
 
     def _new_run(self, call: Call, inputs: dict[str, Any], user: str, streaming: bool) -> Task:

@@ -235,7 +235,7 @@ async def test_each_seed_model_is_accepted(model: str) -> None:
         pytest.param({"inputs": {"prompt": "p"}, "user": "u",
                       "files": [{"type": "image", "transfer_method": "local_file",
                                  "upload_file_id": "nope"}]},
-                     "invalid_param", "files[0].upload_file_id is not an uploaded file",
+                     "invalid_param", "Invalid upload file",
                      id="unknown-upload"),
     ],
 )
@@ -792,3 +792,17 @@ async def test_a_run_keeps_its_workflow_when_another_is_loaded() -> None:
     data = (await asyncio.wait_for(pending, 5)).json_body()["data"]
     assert data["workflow_id"] == Workflow.load().id
     assert data["total_tokens"] == 536 and len(data["outputs"]["files"]) == 1
+
+
+async def test_upload_without_extension_goes_by_the_part_type() -> None:
+    server = manual()
+    response = await upload(server, ("file", "blob", "image/png", png_bytes()))
+    assert response.status == 201 and response.json_body()["extension"] == "png"
+    response = await upload(server, ("file", "blob", "application/x-unknown", b"?"))
+    assert response.status == 415
+
+
+async def test_any_non_empty_user_string_is_a_user() -> None:
+    server = manual()
+    response = await blocking(server, {"inputs": {"prompt": "p"}, "user": "\u00a0"})
+    assert response.json_body()["data"]["status"] == "succeeded"
