@@ -244,7 +244,8 @@ class MockServer:
 
     async def dispatch(self, request: MockRequest) -> MockResponse:
         """Answer one request exactly as the provider would, faults and all."""
-        if self.public_url:
+        if self.public_url and request.role == self.roles[0]:
+            # The public URL names the primary host; other hosts (fal's sync host) keep theirs.
             request.base_url = self.public_url
         if request.path.startswith(ADMIN_PREFIX):
             from ._admin import handle_admin
@@ -281,6 +282,13 @@ class MockServer:
                     response = self.provider.method_not_allowed(request, self._allowed(request))
                 else:
                     response = await self._answer(request, route, operation, faults)
+            except asyncio.CancelledError:
+                # The client went away before the answer: the exchange is still recorded.
+                exchange.error = "client disconnected before the answer"
+                exchange.duration_ms = (time.perf_counter() - started) * 1000
+                exchange.complete = True
+                self.journal.append(exchange)
+                raise
             except Exception as exc:  # a handler crash is a mock bug: record it, answer, surface it
                 exchange.error = traceback.format_exc()
                 self.errors.append(f"{request.method} {request.path}: {exc!r}")

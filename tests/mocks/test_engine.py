@@ -242,3 +242,21 @@ async def test_streamed_bodies_pass_through_the_journal_tap_and_truncate() -> No
     assert not isinstance(cut.body, bytes)
     assert len([c async for c in cut.body]) == 2
     assert closed == [True, True]
+
+
+async def test_public_url_rewrites_links_of_the_primary_host_only() -> None:
+    from mocks import MockServer
+    from mocks.engine import MockRequest
+
+    server = MockServer("cloudsway", clock="manual", public_url="https://mocks.example/cs/")
+    created = await server.dispatch(MockRequest.build(
+        "POST", "/v2/ai/e/images/generations", headers={"Authorization": "Bearer k"},
+        body=b'{"prompts": "x"}'))
+    server.clock.advance(60)
+    task_id = created.json_body()["taskId"]
+    polled = await server.dispatch(MockRequest.build(
+        "GET", f"/v2/ai/e/images/tasks/{task_id}", headers={"Authorization": "Bearer k"}))
+    assert polled.json_body()["imageUrls"][0].startswith("https://mocks.example/cs/images/")
+    other = MockRequest.build("GET", "/x", role="elsewhere", base_url="http://127.0.0.1:9")
+    await server.dispatch(other)
+    assert other.base_url == "http://127.0.0.1:9"
