@@ -806,3 +806,33 @@ async def test_any_non_empty_user_string_is_a_user() -> None:
     server = manual()
     response = await blocking(server, {"inputs": {"prompt": "p"}, "user": "\u00a0"})
     assert response.json_body()["data"]["status"] == "succeeded"
+
+
+async def test_stop_wakes_a_waiting_stream_at_once() -> None:
+    server = manual()
+    body = {"inputs": {"prompt": "p"}, "user": "u", "response_mode": "streaming"}
+    response = await server.request("POST", RUN, json=body, headers={**AUTH, "X-Mock-Fault": "never_finish"})
+    assert not isinstance(response.body, bytes)
+    stream = response.body
+    chunks: list[bytes] = []
+
+    async def read() -> None:
+        async for chunk in stream:
+            chunks.append(chunk)
+
+    reader = asyncio.ensure_future(read())
+    await settle()
+    server.clock.advance(1)
+    await settle()
+    assert b'"node_type":"tool"' in chunks[-1] and b"node_started" in chunks[-1]
+    (task,) = list(server.tasks)
+    assert provider(server).live_streams == 1
+    stop = await server.request(
+        "POST", f"/v1/workflows/tasks/{task.data['task_id']}/stop", json={"user": "u"}, headers=AUTH
+    )
+    assert stop.json_body() == {"result": "success"}
+    await asyncio.wait_for(reader, 5)  # no clock advance: stop alone ends the stream
+    last = json.loads(chunks[-1][len(b"data: "):])
+    assert last["event"] == "workflow_finished" and last["data"]["status"] == "stopped"
+    assert last["data"]["finished_at"] == int(server.clock.now())
+    assert provider(server).live_streams == 0
