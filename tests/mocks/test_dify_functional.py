@@ -289,6 +289,11 @@ async def test_client_disconnect_leaves_nothing_running(serve_mock: ServeMock) -
 # --- clients from PyPI -------------------------------------------------------------------
 
 
+# _dify_client_python_note: dify-client-python and dify-client both ship a package named
+# dify_client; whichever is installed last owns its __init__.py. Importing each client from
+# its own module (_clientx, client) works whichever that is.
+
+
 def plain(data: Any) -> dict[str, Any]:
     """A stream event's data as a dict, whichever model the client library picked."""
     return data if isinstance(data, dict) else dict(data.model_dump())
@@ -306,7 +311,8 @@ def dify_client_pool() -> Iterator[None]:
 
 async def test_dify_client_python_against_the_mock(serve_mock: ServeMock, dify_client_pool: None) -> None:
     """dify-client-python 1.0.3 (PyPI), unmodified but for api_base, run in a worker thread."""
-    from dify_client import Client, errors, models
+    from dify_client import errors, models
+    from dify_client._clientx import Client  # see _dify_client_python_note
 
     running = await serve_mock("dify", clock="scaled", time_scale=100, seed=1)
     client = Client(api_key="app-test", api_base=f"{running.url}/v1")
@@ -408,7 +414,8 @@ async def test_dify_client_0_1_10_parameters_and_upload(serve_mock: ServeMock) -
 
 def test_dify_client_python_unmodified_through_respx() -> None:
     """The same client with no change at all: respx mounts the mock at https://api.dify.ai."""
-    from dify_client import Client, models
+    from dify_client import models
+    from dify_client._clientx import Client
 
     from mocks import MockServer, mock_router
 
