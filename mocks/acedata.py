@@ -157,24 +157,32 @@ class AceDataProvider(Provider):
             body["model"] = "flux-dev"  # quirk seed-example-model-generate
         validator = contracts.request_validator(self.id, "createFluxImages")
         assert validator is not None
-        problem = _problem(validator.issues(body))
-        if problem is not None:
-            return problem
-        action = body["action"]
-        model = body.get("model") or ("flux-kontext-pro" if action == "edit" else "flux-dev")
-        rules = self._models()[model]
+        issues = validator.issues(body)
+        # The contract's schema holds every rule; the rules below say the same in AceData's
+        # words ("size is invalid. ..."), so they speak first whenever the types allow them to.
+        return self._rule_problem(body) or _problem(issues)
+
+    def _rule_problem(self, body: dict[str, Any]) -> str | None:
+        """The per-model rules (edit, count, size), for a body whose fields have the right types."""
+        action, model = body.get("action"), body.get("model")
+        if action not in ("generate", "edit") or not isinstance(body.get("prompt"), str):
+            return None
+        model = model or ("flux-kontext-pro" if action == "edit" else "flux-dev")
+        if not isinstance(model, str) or model not in self._models():
+            return None
         if action == "edit":
-            if not rules.get("edit"):
+            if not self._models()[model].get("edit"):
                 return f"model is invalid. edit takes flux-kontext-pro or flux-kontext-max, not {model}."
             image_url = body.get("image_url")
-            if not image_url or not re.match(r"^(https?://|data:image/)", image_url):
+            if not isinstance(image_url, str) or not re.match(r"^(https?://|data:image/)", image_url):
                 return "image_url is invalid. edit needs the http(s) URL of the image to edit."
         count = body.get("count", 1)
         low, high = self.contract.behaviour.limits["count"]
-        if action == "generate" and (count != int(count) or not low <= count <= high):
+        if (action == "generate" and isinstance(count, int | float) and not isinstance(count, bool)
+                and (count != int(count) or not low <= count <= high)):
             return f"count is invalid. It must be a whole number from {low} to {high}; got {count!r}."
         size = body.get("size")
-        if size is not None and self._dimensions(model, size) is None:
+        if isinstance(size, str) and self._dimensions(model, size) is None:
             return f"size is invalid. {self._size_rule(model)}; got {size!r}."
         return None
 
