@@ -34,8 +34,13 @@ SEED_CURL = """curl -X POST 'http://sl.vrgon.com:6060/v1/workflows/run' \\
 "user": "alg123"
 }'"""
 STREAM_BODY = {"inputs": {"prompt": "a red fox"}, "response_mode": "streaming", "user": "alg123"}
+_OPENAPI = contracts.load("dify").openapi
+# The contract's text/event-stream schema describes one event's data payload (as the harness reads it).
 EVENT = SchemaValidator(
-    contracts.load("dify").openapi, {"$ref": "#/components/schemas/StreamEvent"}
+    _OPENAPI,
+    _OPENAPI["paths"]["/v1/workflows/run"]["post"]["responses"]["200"]["content"]["text/event-stream"][
+        "schema"
+    ],
 )
 ServeMock = Callable[..., Awaitable[Any]]
 
