@@ -105,7 +105,10 @@ class AceDataProvider(Provider):
             return MockResponse.json(self._record(task, call, expired))
         found = [t for t in (call.tasks.get(i) for i in body.get("ids", [])) if t is not None]
         if "ids" not in body:
-            found = sorted(call.tasks, key=lambda t: -t.created_at)
+            # A listing (Nexior's, [V]) shows the caller's own tasks, newest first.
+            token = self.contract.behaviour.auth.key_of(request.headers.get("Authorization")) or ""
+            mine = [t for t in call.tasks if t.data.get("token") == token]
+            found = sorted(reversed(mine), key=lambda t: -t.created_at)
         low, high = body.get("created_at_min", -math.inf), body.get("created_at_max", math.inf)
         found = [t for t in found if low <= t.created_at <= high]
         offset = int(body.get("offset", 0))

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from typing import Any
 
+import httpx
 import pytest
+from acedatacloud import AceDataCloud
 from openapi_spec_validator import validate
 from PIL import Image
 
 import contracts
-from mocks import MockServer
+from mocks import MockServer, mock_router
 from mocks.acedata import AceDataProvider
 from mocks.engine import FaultSpec, MockResponse
 
@@ -368,7 +371,10 @@ async def test_retrieve_batch_keeps_order_omits_unknown_and_pages() -> None:
     )
     assert [r["id"] for r in paged.json_body()["items"]] == [ids[1]]
     listed = await server.request("POST", TASKS, json={"action": "retrieve_batch"}, headers=AUTH)
-    assert listed.json_body()["count"] == 3
+    assert [r["id"] for r in listed.json_body()["items"]] == ids[::-1]  # newest first
+    others = await server.request("POST", TASKS, json={"action": "retrieve_batch"},
+                                  headers={"Authorization": "Bearer someone-else"})
+    assert others.json_body() == {"items": [], "count": 0}  # a listing shows the caller's own
 
 
 @pytest.mark.parametrize(
@@ -469,8 +475,50 @@ async def test_store_full_of_live_tasks_answers_500_busy() -> None:
     assert_error(response, 500, "busy")
 
 
-async def test_no_handler_crashed_in_this_module() -> None:
+async def ndjson_lines(server: MockServer, response: MockResponse, step: float) -> list[Any]:
+    """Read a stream in process, moving the manual clock by ``step`` while a line is awaited."""
+    assert not isinstance(response.body, bytes | bytearray)
+    stream = response.body.__aiter__()
+    lines = []
+    while True:
+        pending = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.001)
+        while not pending.done():
+            server.clock.advance(step)
+            await asyncio.sleep(0.001)
+        try:
+            lines.append(json.loads(pending.result()))
+        except StopAsyncIteration:
+            return lines
+
+
+async def test_ndjson_truncate_fault_ends_the_stream_without_its_last_line() -> None:
     server = manual()
-    await submit(server, SEED_BODY)
-    await server.request("POST", TASKS, json={"action": "retrieve_batch", "ids": []}, headers=AUTH)
+    headers = {**AUTH, "Accept": "application/x-ndjson", "X-Mock-Fault": "truncate:1"}
+    response = await server.request("POST", IMAGES, json={**GOOD, "async": False}, headers=headers)
+    lines = await ndjson_lines(server, response, 200)
+    assert len(lines) == 1 and "progress" in lines[0]
+
+
+async def test_ndjson_that_never_finishes_ends_with_a_504_line() -> None:
+    server = manual()
+    headers = {**AUTH, "Accept": "application/x-ndjson", "X-Mock-Fault": "never_finish"}
+    response = await server.request("POST", IMAGES, json={**GOOD, "async": False}, headers=headers)
+    lines = await ndjson_lines(server, response, 10)
+    assert len(lines) == 61  # a line every 10 s for 600 s, then the 504 line
+    assert [line["progress"] for line in lines[:-1]] == [0] * (len(lines) - 1)
+    assert lines[-1]["success"] is False and lines[-1]["error"]["code"] == "timeout"
+
+
+def test_the_sdk_runs_in_process_under_the_real_host() -> None:
+    server = MockServer("acedata", time_scale=5000, seed=2)
+    with mock_router(server):
+        client = AceDataCloud(api_token="t", base_url="https://api.acedata.cloud")
+        handle = client.flux.generate(size="512x512", action="generate", prompt="x",
+                                      wait=True, poll_interval=0.01)
+        [url] = handle.urls()
+        assert url.startswith("https://api.acedata.cloud/images/")
+        image = httpx.get(url)
+        assert Image.open(io.BytesIO(image.content)).size == (512, 512)
+        client.close()
     assert server.errors == []
