@@ -27,6 +27,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from ._exchanges import redact_text
+
 __all__ = [
     "CallableClient",
     "Client",
@@ -54,7 +56,9 @@ class ImageResult:
     thumbnail: str | None = None  # a data: URI (PNG, at most 160 px), for the HTML report
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "thumbnail"}
+        out = {k: v for k, v in self.__dict__.items() if k != "thumbnail"}
+        out["url"] = redact_text(self.url)
+        return out
 
 
 @dataclass
@@ -79,14 +83,18 @@ class ClientResult:
         return []
 
     def to_dict(self) -> dict[str, Any]:
+        """Everything about the run, signed links in it redacted (the key already is)."""
+        output = self.output
+        if output is not None:
+            output = json.loads(redact_text(json.dumps(output, default=str)) or "null")
         return {
             "ok": self.ok,
             "exit_code": self.exit_code,
             "timed_out": self.timed_out,
-            "error": self.error,
-            "output": self.output,
-            "stdout": self.stdout,
-            "stderr": self.stderr,
+            "error": redact_text(self.error),
+            "output": output,
+            "stdout": redact_text(self.stdout),
+            "stderr": redact_text(self.stderr),
             "seconds": round(self.ended_at - self.started_at, 3),
             "images": [i.to_dict() for i in self.images],
         }

@@ -7,6 +7,7 @@ produce ``Exchange`` values; everything in the harness reads them through these 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 from collections.abc import Iterable, Mapping
@@ -25,10 +26,38 @@ __all__ = [
     "header",
     "json_or_none",
     "media_type",
+    "redact_text",
+    "redacted",
     "request_json",
     "response_json",
     "stream_events",
 ]
+
+
+# Signatures and credentials inside URLs that appear in bodies (presigned S3 links, Dify's
+# signed file links, webhook URLs with tokens). The value stops at &, quotes, whitespace or a
+# backslash (yunyx escapes & as \u0026 in its JSON).
+_SIGNED = re.compile(
+    r"(?i)\b(sign|signature|sig|token|access_token|api_key|apikey|key|nonce|"
+    r"x-amz-signature|x-amz-credential|x-amz-security-token)=([^&\"'\s\\<>]+)"
+)
+
+
+def redact_text(text: str | None) -> str | None:
+    """Replace signatures and keys in URLs inside a body: ``sign=REDACTED``."""
+    if not text:
+        return text
+    return _SIGNED.sub(lambda m: f"{m.group(1)}=REDACTED", text)  # URI-safe: bodies stay valid
+
+
+def redacted(exchange: Exchange) -> Exchange:
+    """A copy whose bodies and stream events carry no signed-URL secrets (for reports)."""
+    return Exchange(**{
+        **exchange.__dict__,
+        "request_body": redact_text(exchange.request_body),
+        "response_body": redact_text(exchange.response_body),
+        "events": [redact_text(e) or "" for e in exchange.events],
+    })
 
 
 def exchange_from_dict(data: Mapping[str, Any]) -> Exchange:

@@ -30,7 +30,7 @@ import contracts
 from mocks.engine import Exchange, Journal, redact_headers, redact_query
 
 from ._deviation import Deviation
-from ._exchanges import media_type, parse_sse
+from ._exchanges import media_type, parse_sse, redact_text
 from ._profile import operation_for
 from ._validate import STREAM_MEDIA, validate_event, validate_exchange
 
@@ -52,6 +52,7 @@ def _text(body: bytes, ctype: str) -> str | None:
     if ctype.startswith(("image/", "audio/", "video/", "application/octet-stream")):
         return f"<{len(body)} bytes {ctype}>"
     text = body[:BODY_LIMIT].decode("utf-8", errors="replace")
+    text = redact_text(text) or ""  # signed links and keys inside bodies, before storing
     return text + (f"...<{len(body) - BODY_LIMIT} more bytes>" if len(body) > BODY_LIMIT else "")
 
 
@@ -215,8 +216,8 @@ class ValidatingProxy:
                 await response.write(chunk)  # passed on first: the client never waits for us
                 if streaming:
                     text = chunk.decode("utf-8", errors="replace")
-                    exchange.events.append(text)
                     pending, index = self._validate_events(exchange, ctype, pending + text, index)
+                    exchange.events.append(redact_text(text) or "")
                 else:
                     chunks.append(chunk)
             await response.write_eof()

@@ -16,6 +16,7 @@ from rich.text import Text
 from mocks.engine import Exchange
 
 from ._deviation import Deviation, Severity
+from ._exchanges import redact_text, redacted
 from ._report import Report, ScenarioResult
 
 __all__ = ["FORMATS", "render", "render_html", "render_json", "render_junit", "render_terminal"]
@@ -180,7 +181,7 @@ def _pretty(text: str | None) -> str:
 
 
 def _timeline(exchanges: Iterable[Exchange], flagged: set[int]) -> str:
-    items = list(exchanges)
+    items = [redacted(e) for e in exchanges]
     if not items:
         return "<p class='muted'>No exchanges.</p>"
     t0 = items[0].provider_time
@@ -231,7 +232,9 @@ def _scenario_html(r: ScenarioResult, report: Report) -> str:
     )
     res = r.result
     client = "not run" if res is None else (
-        "succeeded" if res.ok else ("was stopped (timeout)" if res.timed_out else f"failed: {res.error}")
+        "succeeded" if res.ok else (
+            "was stopped (timeout)" if res.timed_out else f"failed: {redact_text(res.error)}"
+        )
     )
     thumbs = "".join(
         f"<figure style='display:inline-block'><img alt='image {i}' src='{img.thumbnail}'>"

@@ -11,6 +11,7 @@ from mocks.engine import Exchange
 
 from ._clients import ClientResult
 from ._deviation import Deviation, Severity
+from ._exchanges import redacted
 from ._rules import RuleInfo, rule_catalogue
 
 __all__ = ["Report", "ScenarioResult"]
@@ -56,8 +57,8 @@ class ScenarioResult:
             "rules": self.rules,
             "result": self.result.to_dict() if self.result else None,
             "deviations": [d.to_dict() for d in self.deviations],
-            "exchanges": [e.to_dict() for e in self.exchanges],
-            "probes": [e.to_dict() for e in self.probes],
+            "exchanges": [redacted(e).to_dict() for e in self.exchanges],
+            "probes": [redacted(e).to_dict() for e in self.probes],
         }
 
 

@@ -38,6 +38,8 @@ class RunConfig:
     seed: int | None = 1
     startup_slack: float = 10.0
     env: Mapping[str, str] = field(default_factory=dict)
+    tls: bool = False
+    api_key: str | None = None
 
 
 def _options(config: RunConfig) -> RunOptions:
@@ -58,6 +60,8 @@ def _options(config: RunConfig) -> RunOptions:
             raise UsageError(f"{provider} has no scenario {scenario!r}.{hint} Known: {', '.join(known)}")
     if config.target != "mock" and not config.target.startswith(("http://", "https://")):
         raise UsageError(f"--target must be 'mock' or an http(s) URL, got {config.target!r}")
+    if config.tls and config.target != "mock":
+        raise UsageError("--tls serves the harness's own mocks; it needs --target mock")
     try:
         fail_on = Severity.parse(config.fail_on)
     except ValueError as exc:
@@ -76,7 +80,8 @@ def _options(config: RunConfig) -> RunOptions:
     return RunOptions(
         provider=provider, client=client, scenarios=list(config.scenarios) or None,
         target=config.target, time_scale=config.time_scale, seed=config.seed, fail_on=fail_on,
-        startup_slack=config.startup_slack, extra_env=dict(config.env),
+        startup_slack=config.startup_slack, extra_env=dict(config.env), tls=config.tls,
+        api_key=config.api_key,
     )
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import secrets
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,12 +17,12 @@ import httpx
 
 import contracts
 from contracts import Contract, Scenario
-from mocks import MockServer, start
+from mocks import MockServer, TLSMaterial, start
 from mocks.engine import Exchange
 
 from ._clients import Client, ClientResult, inspect_images
 from ._deviation import Deviation, Severity, Side
-from ._exchanges import json_or_none
+from ._exchanges import json_or_none, redact_text
 from ._profile import json_path, profile
 from ._report import Report, ScenarioResult
 from ._rules import OTHER_CHECKS, ClientOutcome, RuleContext, applicable_rules, check_rules
@@ -48,6 +50,7 @@ class RunOptions:
     startup_slack: float = 10.0  # real seconds a client may spend starting and stopping
     api_key: str | None = None  # None: a fresh canary key per run
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    tls: bool = False  # serve mocks over HTTPS (a throwaway CA in SSL_CERT_FILE), for SDK clients
     on_progress: Progress | None = None
 
 
@@ -63,6 +66,7 @@ def _host(url: str) -> str:
 def build_env(
     contract: Contract, scenario: Scenario, urls: Mapping[str, str], api_key: str,
     output_dir: str, time_scale: float, extra: Mapping[str, str] | None = None,
+    ca_bundle: str | None = None,
 ) -> dict[str, str]:
     """The client's variables: the harness's ``IMAGEGEN_*`` and the provider SDK's own."""
     roles = list(urls)
@@ -78,7 +82,10 @@ def build_env(
     }
     for role, url in urls.items():
         env[f"IMAGEGEN_BASE_URL_{role.upper()}"] = url
-    values = {"api_key": api_key, "base_url": primary, "host": _host(primary)}
+    if ca_bundle:  # Python's ssl, httpx, requests and curl all read one of these
+        env.update(SSL_CERT_FILE=ca_bundle, REQUESTS_CA_BUNDLE=ca_bundle, CURL_CA_BUNDLE=ca_bundle)
+    values = {"api_key": api_key, "base_url": primary, "host": _host(primary),
+              "ca_bundle": ca_bundle or ""}
     for role, url in urls.items():
         values[f"base_url:{role}"] = url
         values[f"host:{role}"] = _host(url)
@@ -165,7 +172,7 @@ def check_expectation(
 async def run_scenario(
     contract: Contract, scenario: Scenario, client: Client, *, target: str = "mock",
     time_scale: float | None = None, seed: int | None = 1, startup_slack: float = 10.0,
-    api_key: str | None = None, extra_env: Mapping[str, str] | None = None,
+    api_key: str | None = None, extra_env: Mapping[str, str] | None = None, tls: bool = False,
 ) -> ScenarioResult:
     """Run one scenario: set the target up, run the client, validate and check its exchanges."""
     if target != "mock":
@@ -183,21 +190,27 @@ async def run_scenario(
         contract.provider, clock="scaled", time_scale=scale, seed=seed,
         lifecycle=scenario.lifecycle or "time", faults=scenario.faults, options=scenario.options,
     )
-    served = await start([server], ports={contract.provider: 0})
     started = time.perf_counter()
-    try:
-        urls = {role: served.url(contract.provider, role) for role in server.roles}
-        with tempfile.TemporaryDirectory(prefix="imagegen-out-") as out_dir:
-            env = build_env(contract, scenario, urls, key, out_dir, scale, extra_env)
+    with tempfile.TemporaryDirectory(prefix="imagegen-out-") as out_dir:
+        material = TLSMaterial.create(Path(out_dir) / "tls") if tls else None
+        served = await start([server], ports={contract.provider: 0}, tls=material)
+        try:
+            urls = {role: served.url(contract.provider, role) for role in server.roles}
+            ca = str(material.ca_path) if material else None
+            images_dir = Path(out_dir) / "images"
+            images_dir.mkdir()
+            env = build_env(contract, scenario, urls, key, str(images_dir), scale,
+                            extra_env, ca_bundle=ca)
             result = await client.run(env, _timeout(contract, scenario) / scale + startup_slack)
             exchanges = server.journal.entries()
             last = server.journal.last_seq
-            async with httpx.AsyncClient(timeout=10.0) as http:
+            verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
+            async with httpx.AsyncClient(timeout=10.0, verify=verify) as http:
                 result.images = await inspect_images(result, http)
                 await _probe_images(contract, exchanges, http, urls[server.roles[0]])
             probes = server.journal.entries(since=last)
-    finally:
-        await served.close()
+        finally:
+            await served.close()
     return evaluate(
         contract, scenario, client.name, "mock", exchanges, probes, result, scale,
         urls[server.roles[0]], time.perf_counter() - started,
@@ -243,8 +256,12 @@ def evaluate(
         if not (d.rule == "schema.endpoint" and set(d.exchanges) <= rebuilt)
     ]
     deviations = [
-        Deviation(**{**d.__dict__, "scenario": scenario.id,
-                     "reproduce": (d.reproduce or "").replace("{provider}", contract.provider) or None})
+        Deviation(**{
+            **d.__dict__, "scenario": scenario.id, "message": redact_text(d.message) or "",
+            "actual": redact_text(d.actual) if isinstance(d.actual, str) else d.actual,
+            "reproduce": redact_text(d.reproduce.replace("{provider}", contract.provider))
+            if d.reproduce else None,
+        })
         for d in deviations
     ]
     rules = [i.id for i in OTHER_CHECKS] + [r.info.id for r in applicable_rules(contract, ctx)]
@@ -270,7 +287,7 @@ async def run(options: RunOptions) -> Report:
         result = await run_scenario(
             contract, scenario, options.client, target=options.target,
             time_scale=options.time_scale, seed=options.seed, startup_slack=options.startup_slack,
-            api_key=options.api_key, extra_env=options.extra_env,
+            api_key=options.api_key, extra_env=options.extra_env, tls=options.tls,
         )
         report.results.append(result)
         if options.on_progress:

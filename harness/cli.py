@@ -244,6 +244,12 @@ def check(provider: str, target: str | None, max_examples: int, api_key: str | N
               help="Real seconds a client may spend starting up, beyond the scenario's deadline.")
 @click.option("--env", "env", multiple=True, metavar="NAME=VALUE",
               help="Extra environment variable for the client (repeatable).")
+@click.option("--tls", is_flag=True,
+              help="Serve the mocks over HTTPS with a throwaway CA, given to the client as "
+                   "SSL_CERT_FILE (for SDKs that hard-code https, such as fal-client).")
+@click.option("--api-key", default=None, envvar="IMAGEGEN_RUN_API_KEY",
+              help="Key the client sends (env IMAGEGEN_RUN_API_KEY); needed for a live --target. "
+                   "Default: a throwaway canary key. Reports never contain it.")
 def run(**kwargs: Any) -> None:
     """Run a client against the provider's scenarios and report every deviation.
 
