@@ -127,3 +127,25 @@ async def test_the_proxy_command_never_prints_or_records_the_key(serve_mock, tmp
     for text in (printed, record.read_text(), journal, mock_journal):
         assert CANARY not in text
     assert "Bearer <redacted>" in record.read_text()
+
+
+async def test_ndjson_passes_through_line_by_line(serve_mock) -> None:
+    running = await serve_mock("acedata", clock="manual", seed=1)
+    proxy = ValidatingProxy("acedata", running.url)
+    url = await proxy.start()
+    try:
+        headers = {"Authorization": f"Bearer {CANARY}", "Accept": "application/x-ndjson"}
+        body = {"action": "generate", "prompt": "a cat", "size": "1024x1024"}
+        async with httpx.AsyncClient(timeout=10) as http, http.stream(
+            "POST", f"{url}/flux/images", json=body, headers=headers
+        ) as stream:
+            assert stream.headers["content-type"].startswith("application/x-ndjson")
+            lines = stream.aiter_lines()
+            first = json.loads(await asyncio.wait_for(anext(lines), 5))
+            assert "task_id" in first and not proxy.journal.entries()[-1].complete  # still generating
+            running.server.clock.advance(300)
+            last = json.loads([line async for line in lines][-1])
+        assert last["success"] is True and last["data"]
+        assert proxy.journal.entries()[-1].complete and proxy.deviations == []
+    finally:
+        await proxy.close()
