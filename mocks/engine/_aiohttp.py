@@ -79,5 +79,7 @@ def make_app(server: MockServer, role: str | None = None) -> web.Application:
                     await aclose()
         return stream
 
-    app.router.add_route("*", "/{tail:.*}", handle)
+    # [\s\S]: every path reaches the provider, even one with a newline in it, so even odd
+    # paths get the provider's own 404 rather than aiohttp's plain-text one.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", handle)
     return app
