@@ -86,3 +86,17 @@ def test_rules_command_lists_what_applies() -> None:
     code, stdout, _ = invoke("rules", "-p", "cloudsway")
     assert code == 0
     assert "client.poll-interval" in stdout and "[applies]" in stdout and "[n/a]" in stdout
+
+
+def test_a_javascript_client_runs_like_any_other(tmp_path: Path) -> None:
+    client = Path(__file__).with_name("clients") / "cloudsway_client.mjs"
+    out = tmp_path / "report.json"
+    scenarios = ["happy-path", "batch-portrait", "rate-limited-create", "transient-poll-503",
+                 "task-fails", "bad-request"]
+    code, _, err = invoke("run", "-p", "cloudsway", "-c", f"node {client}", "--report", "json",
+                          "--out", str(out), *(f"-s{s}" for s in scenarios))
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert [s["scenario"] for s in data["scenarios"]] == scenarios
+    portrait = next(s for s in data["scenarios"] if s["scenario"] == "batch-portrait")
+    assert [(i["width"], i["height"]) for i in portrait["result"]["images"]] == [(512, 768)] * 2
