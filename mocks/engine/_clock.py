@@ -69,6 +69,7 @@ class ManualClock:
         self._lock = threading.Lock()
         self._sleepers: list[tuple[float, int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self._counter = itertools.count()
+        self._dead = 0  # cancelled sleepers still in the heap
 
     @property
     def scale(self) -> float:
@@ -94,6 +95,18 @@ class ManualClock:
         finally:
             if not fut.done():
                 fut.cancel()
+            if fut.cancelled():
+                self._forget_cancelled()
+
+    def _forget_cancelled(self) -> None:
+        # A sleeper cancelled before its time (a client that went away) must not stay in the
+        # heap until the clock reaches it: drop the dead ones once they are half of it.
+        with self._lock:
+            self._dead += 1
+            if self._dead > 64 and self._dead * 2 > len(self._sleepers):
+                self._sleepers = [s for s in self._sleepers if not s[3].done()]
+                heapq.heapify(self._sleepers)
+                self._dead = 0
 
     def advance(self, seconds: float) -> float:
         if seconds < 0:

@@ -91,8 +91,12 @@ async def start(
         for server in servers:
             for index, role in enumerate(server.roles):
                 port = (ports or {}).get(server.provider_id, 0) if index == 0 else 0
+                # handler_cancellation: a client that drops its connection mid-stream cancels
+                # the stream at once (a waiting stream would otherwise live until its next write,
+                # forever on a manual clock).
                 runner = web.AppRunner(
-                    make_app(server, role), access_log=None, shutdown_timeout=shutdown_timeout
+                    make_app(server, role), access_log=None, shutdown_timeout=shutdown_timeout,
+                    handler_cancellation=True,
                 )
                 await runner.setup()
                 site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls else None)
