@@ -1,11 +1,16 @@
-"""Each provider's reference client over all its scenarios: zero deviations."""
+"""Each provider's reference client over all its scenarios, through ``run``: zero deviations."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+from click.testing import CliRunner
 
 import contracts
-from harness import RunOptions, load_client, profile, run
+from harness import profile
+from harness.cli import main
 
 PROVIDERS = [p for p in contracts.available() if profile(p).reference_client]
 
@@ -15,17 +20,20 @@ def test_every_provider_with_a_contract_has_a_reference_client() -> None:
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-async def test_reference_client_passes_every_scenario(provider: str) -> None:
-    spec = profile(provider).reference_client
-    assert spec is not None
-    report = await run(RunOptions(provider, load_client(spec), startup_slack=2.0))
-    assert [r.scenario for r in report.results] == [s.id for s in contracts.load(provider).scenarios]
-    problems = [f"{r.scenario}: {d}" for r in report.results for d in r.deviations]
+def test_reference_client_passes_every_scenario(provider: str, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    # No --client: run uses the provider's reference client.
+    result = CliRunner().invoke(main, ["run", "-p", provider, "--report", "json", "--out", str(out),
+                                       "--startup-slack", "2"])
+    data = json.loads(out.read_text())
+    problems = [f"{s['scenario']}: {d['rule']}: {d['message']}"
+                for s in data["scenarios"] for d in s["deviations"]]
     assert problems == []
-    assert report.exit_code == 0
+    assert result.exit_code == 0, result.stderr
+    assert [s["scenario"] for s in data["scenarios"]] == [s.id for s in contracts.load(provider).scenarios]
     # Every scenario really ran against the mock, and the successes delivered real images.
-    for result in report.results:
-        assert result.exchanges, result.scenario
-        if result.expect.get("outcome") == "success":
-            assert result.result is not None and result.result.images
-            assert all(i.width and i.height for i in result.result.images)
+    for scenario in data["scenarios"]:
+        assert scenario["exchanges"], scenario["scenario"]
+        if scenario["expect"].get("outcome") == "success":
+            images = scenario["result"]["images"]
+            assert images and all(i["width"] and i["height"] and not i["error"] for i in images)
