@@ -99,6 +99,7 @@ class YunyxProvider(Provider):
         return MockResponse.raw(go_json(result), 200, JSON_TYPE, self._headers())
 
     @route("GET", "/outputs/{name}", operation="getImageFile", auth=False)
+    @route("HEAD", "/outputs/{name}", operation="headImageFile", auth=False)
     async def download(self, request: MockRequest, call: Call) -> MockResponse:
         """An S3-style presigned link (operationId getImageFile: the engine reserves downloadImage
         for its own image route): signature checked, expired one hour after issue [I]."""
@@ -123,7 +124,9 @@ class YunyxProvider(Provider):
             return _s3_error("AccessDenied", "Request has expired")
         if ext != spec.fmt:
             return _s3_error("NoSuchKey", "The specified key does not exist.", 404)
-        return MockResponse.raw(render(spec), 200, spec.content_type)
+        image = render(spec)
+        return MockResponse.raw(b"" if request.method == "HEAD" else image, 200, spec.content_type,
+                                {"Content-Length": str(len(image))})
 
     # --- the provider's own answers ------------------------------------------------------
 

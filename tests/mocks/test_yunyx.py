@@ -76,7 +76,8 @@ def test_openapi_is_valid_and_every_routed_operation_is_in_it() -> None:
     contract = contracts.load("yunyx")
     validate(dict(contract.openapi))
     routed = {r.operation for r in YunyxProvider.routes()}
-    assert routed == {"generateImages", "getImageFile"} and routed <= set(contract.operations)
+    assert routed == {"generateImages", "getImageFile", "headImageFile"}
+    assert routed <= set(contract.operations)
 
 
 def test_siliconflow_is_an_alias_of_yunyx() -> None:
@@ -254,6 +255,16 @@ async def test_link_stops_working_one_hour_after_issue() -> None:
     expired = await download(server, url)
     assert expired.status == 403 and expired.headers["Content-Type"] == "application/xml"
     assert b"<Code>AccessDenied</Code><Message>Request has expired</Message>" in xml(expired)
+
+
+async def test_head_on_a_link_gives_its_headers_only() -> None:
+    server = manual()
+    parts = urlsplit(check(await generate(server, SEED_BODY), 200)["images"][0]["url"])
+    query = dict(parse_qsl(parts.query))
+    head = await server.request("HEAD", parts.path, query=query)
+    full = await server.request("GET", parts.path, query=query)
+    assert head.status == 200 and head.body == b"" and head.headers["Content-Type"] == "image/png"
+    assert int(head.headers["Content-Length"]) == len(xml(full))
 
 
 async def test_expired_url_fault_gives_links_already_expired() -> None:
