@@ -232,7 +232,8 @@ def check(provider: str, target: str | None, max_examples: int, api_key: str | N
 @click.option("--report", "report", type=click.Choice(["terminal", "json", "junit", "html"]),
               default="terminal", show_default=True, help="Report format.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the report to this file (default stdout).")
+              help="Write the report to this file (default stdout); with --report terminal, "
+                   "the JSON report is saved there besides the terminal output.")
 @click.option("--fail-on", default="error", show_default=True,
               type=click.Choice(["info", "warning", "error", "critical"]),
               help="Exit 1 when a deviation at or above this severity is found.")
