@@ -40,6 +40,7 @@ class RunConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     tls: bool = False
     api_key: str | None = None
+    transport: str = "socket"
 
 
 def _options(config: RunConfig) -> RunOptions:
@@ -77,11 +78,13 @@ def _options(config: RunConfig) -> RunOptions:
         client = load_client(spec)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if config.transport == "respx" and (config.target != "mock" or ":" not in spec or " " in spec):
+        raise UsageError("--transport respx needs --target mock and a module:function client")
     return RunOptions(
         provider=provider, client=client, scenarios=list(config.scenarios) or None,
         target=config.target, time_scale=config.time_scale, seed=config.seed, fail_on=fail_on,
         startup_slack=config.startup_slack, extra_env=dict(config.env), tls=config.tls,
-        api_key=config.api_key,
+        api_key=config.api_key, transport=config.transport,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import ssl
@@ -17,10 +18,10 @@ import httpx
 
 import contracts
 from contracts import Contract, Scenario
-from mocks import MockServer, TLSMaterial, start
+from mocks import MockServer, TLSMaterial, mock_router, start
 from mocks.engine import Exchange
 
-from ._clients import Client, ClientResult, inspect_images
+from ._clients import CallableClient, Client, ClientResult, inspect_images
 from ._deviation import Deviation, Severity, Side
 from ._exchanges import json_or_none, redact_text
 from ._profile import json_path, profile
@@ -31,6 +32,7 @@ from ._validate import DOWNLOAD, validate_all
 __all__ = ["RunOptions", "build_env", "run", "run_scenario"]
 
 DEFAULT_TIME_SCALE = 100.0
+TRANSPORTS = ("socket", "respx")
 GIVES_UP_SPEEDUP = 10.0
 
 Progress = Callable[[str, str, ScenarioResult | None], None]
@@ -51,6 +53,7 @@ class RunOptions:
     api_key: str | None = None  # None: a fresh canary key per run
     extra_env: Mapping[str, str] = field(default_factory=dict)
     tls: bool = False  # serve mocks over HTTPS (a throwaway CA in SSL_CERT_FILE), for SDK clients
+    transport: str = "socket"  # or "respx": in-process, under the provider's real hostnames
     on_progress: Progress | None = None
 
 
@@ -173,8 +176,18 @@ async def run_scenario(
     contract: Contract, scenario: Scenario, client: Client, *, target: str = "mock",
     time_scale: float | None = None, seed: int | None = 1, startup_slack: float = 10.0,
     api_key: str | None = None, extra_env: Mapping[str, str] | None = None, tls: bool = False,
+    transport: str = "socket",
 ) -> ScenarioResult:
-    """Run one scenario: set the target up, run the client, validate and check its exchanges."""
+    """Run one scenario: set the target up, run the client, validate and check its exchanges.
+
+    ``transport="respx"`` serves the mock in-process under the provider's real hostnames
+    (for Python callables whose httpx clients hard-code them); ``"socket"`` binds a port.
+    """
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}; valid: {', '.join(TRANSPORTS)}")
+    if transport == "respx" and not isinstance(client, CallableClient):
+        raise ValueError("transport respx serves the mock inside this process: it needs a Python "
+                         "callable client (module:function), not a command")
     if target != "mock":
         from ._remote import run_remote_scenario
 
@@ -191,11 +204,16 @@ async def run_scenario(
         lifecycle=scenario.lifecycle or "time", faults=scenario.faults, options=scenario.options,
     )
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="imagegen-out-") as out_dir:
+    with tempfile.TemporaryDirectory(prefix="imagegen-out-") as out_dir, contextlib.ExitStack() as stack:
         material = TLSMaterial.create(Path(out_dir) / "tls") if tls else None
-        served = await start([server], ports={contract.provider: 0}, tls=material)
-        try:
+        served = None
+        if transport == "respx":
+            stack.enter_context(mock_router(server))
+            urls = {role: server.base_url_for(role) or "" for role in server.roles}
+        else:
+            served = await start([server], ports={contract.provider: 0}, tls=material)
             urls = {role: served.url(contract.provider, role) for role in server.roles}
+        try:
             ca = str(material.ca_path) if material else None
             images_dir = Path(out_dir) / "images"
             images_dir.mkdir()
@@ -210,7 +228,10 @@ async def run_scenario(
                 await _probe_images(contract, exchanges, http, urls[server.roles[0]])
             probes = server.journal.entries(since=last)
         finally:
-            await served.close()
+            if served is not None:
+                await served.close()
+            else:
+                await server.aclose()
     return evaluate(
         contract, scenario, client.name, "mock", exchanges, probes, result, scale,
         urls[server.roles[0]], time.perf_counter() - started,
@@ -288,6 +309,7 @@ async def run(options: RunOptions) -> Report:
             contract, scenario, options.client, target=options.target,
             time_scale=options.time_scale, seed=options.seed, startup_slack=options.startup_slack,
             api_key=options.api_key, extra_env=options.extra_env, tls=options.tls,
+            transport=options.transport,
         )
         report.results.append(result)
         if options.on_progress:

@@ -251,6 +251,10 @@ def check(provider: str, target: str | None, max_examples: int, api_key: str | N
 @click.option("--api-key", default=None, envvar="IMAGEGEN_RUN_API_KEY",
               help="Key the client sends (env IMAGEGEN_RUN_API_KEY); needed for a live --target. "
                    "Default: a throwaway canary key. Reports never contain it.")
+@click.option("--transport", type=click.Choice(["socket", "respx"]), default="socket",
+              show_default=True,
+              help="socket: mocks on free ports (any client). respx: mocks in-process under the "
+                   "provider's real hostnames (a module:function client using httpx).")
 def run(**kwargs: Any) -> None:
     """Run a client against the provider's scenarios and report every deviation.
 

@@ -100,3 +100,20 @@ def test_a_javascript_client_runs_like_any_other(tmp_path: Path) -> None:
     assert [s["scenario"] for s in data["scenarios"]] == scenarios
     portrait = next(s for s in data["scenarios"] if s["scenario"] == "batch-portrait")
     assert [(i["width"], i["height"]) for i in portrait["result"]["images"]] == [(512, 768)] * 2
+
+
+def test_respx_transport_serves_the_real_hostnames(tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    code, _, err = invoke("run", "-p", "cloudsway", "--transport", "respx", "--report", "json",
+                          "--out", str(out), "-s", "happy-path", "-s", "transient-poll-503")
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    for scenario in data["scenarios"]:
+        assert scenario["deviations"] == [] and scenario["result"]["ok"]
+        urls = [i["url"] for i in scenario["result"]["images"]]
+        assert urls and all(u.startswith("https://genaiapi.cloudsway.net/") for u in urls)
+
+
+def test_respx_transport_needs_a_callable() -> None:
+    code, _, err = invoke("run", "-p", "cloudsway", "--transport", "respx", "-c", "node x.mjs")
+    assert code == 2 and "module:function" in err
