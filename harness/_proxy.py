@@ -44,6 +44,8 @@ _HOP = frozenset({
     "transfer-encoding", "upgrade", "host", "content-length",
 })
 _DROP_RESPONSE = _HOP | {"content-encoding"}
+# The proxy decodes what it records; let aiohttp ask for the encodings it can decode itself.
+_DROP_REQUEST = _HOP | {"accept-encoding"}
 
 
 def _text(body: bytes, ctype: str) -> str | None:
@@ -170,7 +172,7 @@ class ValidatingProxy:
         self.journal.append(exchange)
         started = time.perf_counter()
         headers = CIMultiDict(
-            (k, v) for k, v in request.headers.items() if k.lower() not in _HOP
+            (k, v) for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST
         )
         if self.preserve_host:
             headers["Host"] = request.host
