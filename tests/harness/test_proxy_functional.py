@@ -149,3 +149,52 @@ async def test_ndjson_passes_through_line_by_line(serve_mock) -> None:
         assert proxy.journal.entries()[-1].complete and proxy.deviations == []
     finally:
         await proxy.close()
+
+
+async def test_each_streamed_event_is_validated_as_it_passes() -> None:
+    from aiohttp import web
+
+    from harness import Deviation
+
+    release = asyncio.Event()
+
+    async def upstream_run(request: web.Request) -> web.StreamResponse:
+        stream = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await stream.prepare(request)
+        await stream.write(b"data: this is not json\n\n")
+        await release.wait()  # the next event only once the test has seen the first judged
+        await stream.write(b"event: ping\n\n")
+        await stream.write(b'data: {"event": "workflow_finished", "task_id": 1}\n\n')
+        await stream.write_eof()
+        return stream
+
+    app = web.Application()
+    app.router.add_post("/v1/workflows/run", upstream_run)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    found: list[Deviation] = []
+    proxy = ValidatingProxy("dify", f"http://127.0.0.1:{runner.addresses[0][1]}", on_deviation=found.append)
+    url = await proxy.start()
+    try:
+        body = {"inputs": {"prompt": "x"}, "response_mode": "streaming", "user": "u"}
+        async with httpx.AsyncClient(timeout=10) as http, http.stream(
+            "POST", f"{url}/v1/workflows/run", json=body, headers={"Authorization": "Bearer k"}
+        ) as stream:
+            lines = stream.aiter_lines()
+            assert await asyncio.wait_for(anext(lines), 5) == "data: this is not json"
+            for _ in range(100):
+                if found:
+                    break
+                await asyncio.sleep(0.01)
+            assert [(d.rule, d.path) for d in found] == [("schema.response", "response.events[0]")]
+            release.set()
+            rest = [line async for line in lines]
+        assert "event: ping" in rest
+        paths = [d.path or "" for d in found]
+        # events count from 0 and the bare ping is event 1: task_id 1 is no string in event 2
+        assert paths[0] == "response.events[0]" and "response.events[2]$.task_id" in paths
+    finally:
+        await proxy.close()
+        await runner.cleanup()
