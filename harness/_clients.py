@@ -57,7 +57,10 @@ class ImageResult:
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: v for k, v in self.__dict__.items() if k != "thumbnail"}
-        out["url"] = redact_text(self.url)
+        url = self.url
+        if url and url.startswith("data:") and len(url) > 64:
+            url = url[:48] + f"...<{len(url)} chars>"
+        out["url"] = redact_text(url)
         return out
 
 
@@ -270,11 +273,13 @@ async def inspect_images(result: ClientResult, http: httpx.AsyncClient) -> list[
         url = item.get("url") if isinstance(item, dict) else None
         path = item.get("path") if isinstance(item, dict) else None
         if isinstance(item, str):
-            url, path = (item, None) if "://" in item else (None, item)
+            url, path = (item, None) if "://" in item or item.startswith("data:") else (None, item)
         image = ImageResult(url if isinstance(url, str) else None, path if isinstance(path, str) else None)
         try:
             if image.path and Path(image.path).is_file():
                 data = Path(image.path).read_bytes()
+            elif image.url and image.url.startswith("data:"):  # inline (fal sync_mode)
+                data = base64.b64decode(image.url.partition(",")[2])
             elif image.url:
                 response = await http.get(image.url)
                 if response.status_code != 200:

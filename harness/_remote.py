@@ -38,7 +38,7 @@ async def run_remote_scenario(
     contract: Contract, scenario: Scenario, client: Client, *, target: str, time_scale: float,
     startup_slack: float, api_key: str | None, extra_env: Mapping[str, str] | None,
 ) -> ScenarioResult:
-    from ._runner import _timeout, build_env, canary_key, evaluate
+    from ._runner import _probe_images, _timeout, build_env, canary_key, evaluate
 
     key = api_key or canary_key()
     started = time.perf_counter()
@@ -73,6 +73,7 @@ async def run_remote_scenario(
                 exchanges = proxy.journal.entries()
                 last = proxy.journal.last_seq
                 result.images = await inspect_images(result, http)
+                await _probe_images(contract, exchanges, http)
             probes = proxy.journal.entries(since=last)
         finally:
             await proxy.close()

@@ -121,7 +121,7 @@ def _relayed(dev: Deviation, scenario: Scenario, bodies: dict[int, Any]) -> bool
 
 
 def check_expectation(
-    scenario: Scenario, result: ClientResult, exchanges: list[Exchange], time_scale: float
+    scenario: Scenario, result: ClientResult, exchanges: list[Exchange]
 ) -> list[Deviation]:
     """Did the client end as the scenario says a correct client does?"""
     exp = scenario.expect
@@ -225,7 +225,7 @@ async def run_scenario(
             verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
             async with httpx.AsyncClient(timeout=10.0, verify=verify) as http:
                 result.images = await inspect_images(result, http)
-                await _probe_images(contract, exchanges, http, urls[server.roles[0]])
+                await _probe_images(contract, exchanges, http)
             probes = server.journal.entries(since=last)
         finally:
             if served is not None:
@@ -238,9 +238,7 @@ async def run_scenario(
     )
 
 
-async def _probe_images(
-    contract: Contract, exchanges: list[Exchange], http: httpx.AsyncClient, base_url: str
-) -> None:
+async def _probe_images(contract: Contract, exchanges: list[Exchange], http: httpx.AsyncClient) -> None:
     """Fetch returned image URLs the client did not download (for provider.urls-resolve)."""
     ctx = RuleContext(contract, exchanges)
     fetched = {e.path for e in exchanges if e.method == "GET"}
@@ -269,7 +267,7 @@ def evaluate(
         d for d in validate_all(contract, exchanges, base_url) if not _relayed(d, scenario, bodies)
     ]
     deviations += check_rules(ctx)
-    deviations += check_expectation(scenario, result, exchanges, scale)
+    deviations += check_expectation(scenario, result, exchanges)
     # One cause, one deviation: a rebuilt URL that matches no operation is reported once.
     rebuilt = {s for d in deviations if d.rule == "client.follows-urls" for s in d.exchanges}
     deviations = [
