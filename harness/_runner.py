@@ -121,7 +121,7 @@ def _relayed(dev: Deviation, scenario: Scenario, bodies: dict[int, Any]) -> bool
 
 
 def check_expectation(
-    scenario: Scenario, result: ClientResult, exchanges: list[Exchange]
+    scenario: Scenario, result: ClientResult, exchanges: list[Exchange], time_scale: float = 1.0
 ) -> list[Deviation]:
     """Did the client end as the scenario says a correct client does?"""
     exp = scenario.expect
@@ -165,9 +165,11 @@ def check_expectation(
             fail(f"the client never received the HTTP {exp.error_status} the scenario is about",
                  exp.error_status, sorted({e.status for e in api if e.status}))
     if exp.within_seconds is not None and api:
-        span = api[-1].provider_time - api[0].provider_time
+        # From the first request to the last answer, in provider time (start-up excluded).
+        last_answer = (api[-1].duration_ms or 0.0) / 1000 * time_scale
+        span = api[-1].provider_time + last_answer - api[0].provider_time
         if span > exp.within_seconds:
-            fail(f"the client took {span:.1f} provider seconds (first to last request)",
+            fail(f"the client took {span:.1f} provider seconds (first request to last answer)",
                  f"<= {exp.within_seconds:g} s", f"{span:.1f} s", rule="scenario.deadline")
     return out
 
@@ -267,7 +269,7 @@ def evaluate(
         d for d in validate_all(contract, exchanges, base_url) if not _relayed(d, scenario, bodies)
     ]
     deviations += check_rules(ctx)
-    deviations += check_expectation(scenario, result, exchanges)
+    deviations += check_expectation(scenario, result, exchanges, scale)
     # One cause, one deviation: a rebuilt URL that matches no operation is reported once.
     rebuilt = {s for d in deviations if d.rule == "client.follows-urls" for s in d.exchanges}
     deviations = [
