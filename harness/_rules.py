@@ -675,8 +675,8 @@ class SuccessHasImages(Rule):
 class UrlsResolve(Rule):
     info = RuleInfo(
         "provider.urls-resolve", Severity.ERROR, Side.PROVIDER,
-        "Every image URL the provider returns resolves to an image.",
-        "conformance.operations.*.images",
+        "Every image URL the provider returns resolves to an image; returned links resolve.",
+        "conformance.operations.*.images, returns_urls",
     )
 
     def check(self, ctx: RuleContext) -> list[Deviation]:
@@ -704,6 +704,26 @@ class UrlsResolve(Rule):
                 [given, first], path="response.body image url", expected="HTTP 200 image/*",
                 actual=f"HTTP {first.status} {ctype}", reproduce=f"curl -sSI {url}",
             ))
+        out += self._followed_links(ctx)
+        return out
+
+    def _followed_links(self, ctx: RuleContext) -> list[Deviation]:
+        """Returned links (status_url...) the client followed must not be unknown paths."""
+        out = []
+        for i, ex in enumerate(ctx.api):
+            prof = ctx.profile.op(ex.operation)
+            if prof is None or not prof.returns_urls or not _ok(ex) or ex.faults:
+                continue
+            for sel in prof.returns_urls:
+                for url in sel.values(ex, ctx.contract):
+                    path = urlsplit(str(url)).path
+                    used = next((e for e in ctx.api[i + 1 :] if e.path == path), None)
+                    if used is not None and used.status == 404 and not used.faults:
+                        out.append(self.deviation(
+                            f"the returned link {path} answered 404", [ex, used],
+                            path=f"response.body {sel}", expected="a link that resolves",
+                            actual="HTTP 404", reproduce=ctx.repro(used),
+                        ))
         return out
 
 

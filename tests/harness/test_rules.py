@@ -133,3 +133,27 @@ def test_every_rule_reads_what_it_says_and_names_its_side() -> None:
     for info in catalogue.values():
         assert info.summary.endswith(".")
         assert info.side.value in ("client", "provider")
+
+
+def test_a_returned_link_that_404s_is_the_providers() -> None:
+    fal = contracts.load("fal")
+    submit = Exchange(
+        seq=1, provider="fal", role="queue", operation="submitRequest", method="POST",
+        path="/fal-ai/flux-1/dev", query=[], request_headers={"Authorization": "Key <redacted>"},
+        request_body=json.dumps({"prompt": "x"}), started_at=0, provider_time=0, status=200,
+        response_headers={"Content-Type": "application/json"}, complete=True,
+        response_body=json.dumps({
+            "status": "IN_QUEUE", "request_id": "r1",
+            "status_url": "http://h/fal-ai/flux-1/requests/r1/status",
+            "response_url": "http://h/fal-ai/flux-1/requests/r1",
+            "cancel_url": "http://h/fal-ai/flux-1/requests/r1/cancel",
+        }),
+    )
+    gone = dataclasses.replace(
+        submit, seq=2, operation="getRequestStatus", method="GET", request_body=None,
+        path="/fal-ai/flux-1/requests/r1/status", status=404, provider_time=1,
+        response_body=json.dumps({"detail": "Request not found"}),
+    )
+    ctx = RuleContext(fal, [submit, gone], outcome=ClientOutcome(ok=False))
+    found = [d for d in check_rules(ctx) if d.rule == "provider.urls-resolve"]
+    assert [(d.side.value, d.exchanges) for d in found] == [("provider", (1, 2))]
