@@ -2,9 +2,9 @@
 
 A faulty client is a plain function ``client(env) -> {"images": [...]}`` built by
 :func:`cloudsway_client` with one flaw switched on; without flaws it behaves like a careful
-client (the tests check that too, so a flaw is the only difference). The fixture
-``faulty_cloudsway`` hands the factory to tests (pytest runs with --import-mode=importlib, so
-helper modules are not importable by name).
+client (the tests check that too, so a flaw is the only difference). The fixtures
+``cloudsway_faulty_client`` and ``imagegen_faulty_clients`` hand the factories to tests
+(pytest runs with --import-mode=importlib, so helper modules are not importable by name).
 """
 
 from __future__ import annotations
@@ -110,8 +110,8 @@ def cloudsway_client(
 
 
 @pytest.fixture(scope="session")
-def faulty_cloudsway() -> Callable[..., Client]:
-    """``faulty_cloudsway(poll_every=0.01)``: a Cloudsway client with that flaw."""
+def cloudsway_faulty_client() -> Callable[..., Client]:
+    """``cloudsway_faulty_client(poll_every=0.01)``: a Cloudsway client with that flaw."""
     return cloudsway_client
 
 
@@ -189,10 +189,6 @@ def yunyx_client(*, download_after: float = 0.0) -> Client:
     return run
 
 
-@pytest.fixture(scope="session")
-def faulty_clients() -> dict[str, Callable[..., Client]]:
-    """Faulty-client factories by provider."""
-    return {"cloudsway": cloudsway_client, "fal": fal_client, "yunyx": yunyx_client}
 
 
 def dify_client(*, parse_every_line: bool = False, stop_after: str | None = None) -> Client:
@@ -249,6 +245,7 @@ def acedata_client(*, poll_every: float = 3.0, failed_is_success: bool = False) 
 
 
 @pytest.fixture(scope="session")
-def more_faulty_clients() -> dict[str, Callable[..., Client]]:
-    """Faulty-client factories for Dify and AceData."""
-    return {"dify": dify_client, "acedata": acedata_client}
+def imagegen_faulty_clients() -> dict[str, Callable[..., Client]]:
+    """Faulty-client factories by provider."""
+    return {"cloudsway": cloudsway_client, "fal": fal_client, "yunyx": yunyx_client,
+            "dify": dify_client, "acedata": acedata_client}

@@ -60,14 +60,14 @@ async def _run(factory: Callable[..., Any], flaws: dict[str, Any], scenario: str
 
 @pytest.mark.parametrize(("flaws", "scenario", "expected"), CATALOGUE)
 async def test_flaw_produces_its_deviation_and_no_other(
-    faulty_cloudsway: Callable[..., Any], flaws: dict[str, Any], scenario: str, expected: set[str]
+    cloudsway_faulty_client: Callable[..., Any], flaws: dict[str, Any], scenario: str, expected: set[str]
 ) -> None:
-    assert await _run(faulty_cloudsway, flaws, scenario) == expected
+    assert await _run(cloudsway_faulty_client, flaws, scenario) == expected
 
 
 @pytest.mark.parametrize("scenario", [s.id for s in contracts.load("cloudsway").scenarios])
 async def test_the_unflawed_faulty_client_is_clean(
-    faulty_cloudsway: Callable[..., Any], scenario: str
+    cloudsway_faulty_client: Callable[..., Any], scenario: str
 ) -> None:
     # The catalogue's base client without a flaw passes everything: each flaw is the only cause.
-    assert await _run(faulty_cloudsway, {}, scenario) == set()
+    assert await _run(cloudsway_faulty_client, {}, scenario) == set()

@@ -41,11 +41,11 @@ CATALOGUE = [
 
 @pytest.mark.parametrize(("provider", "flaws", "scenario", "scale", "expected"), CATALOGUE)
 async def test_flaw_produces_its_deviation_and_no_other(
-    faulty_clients: dict[str, Callable[..., Any]], more_faulty_clients: dict[str, Callable[..., Any]],
-    provider: str, flaws: dict[str, Any], scenario: str, scale: float | None, expected: set[str],
+    imagegen_faulty_clients: dict[str, Callable[..., Any]], provider: str, flaws: dict[str, Any],
+    scenario: str, scale: float | None, expected: set[str],
 ) -> None:
     contract = contracts.load(provider)
-    client = CallableClient({**faulty_clients, **more_faulty_clients}[provider](**flaws))
+    client = CallableClient(imagegen_faulty_clients[provider](**flaws))
     result = await run_scenario(contract, contract.scenario(scenario), client, time_scale=scale,
                                 startup_slack=1.0)
     assert {d.rule for d in result.deviations} == expected, [str(d) for d in result.deviations]

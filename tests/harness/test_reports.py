@@ -29,10 +29,10 @@ KEY = "imagegen-canary-report-0123456789abcdef"
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def report(faulty_cloudsway: Callable[..., Any]) -> Report:
+async def report(cloudsway_faulty_client: Callable[..., Any]) -> Report:
     contract = contracts.load("cloudsway")
     ref = load_client("harness.clients.cloudsway:run")
-    fast = CallableClient(faulty_cloudsway(poll_every=0.01))
+    fast = CallableClient(cloudsway_faulty_client(poll_every=0.01))
     out = Report("cloudsway", "mixed", "mock")
     for client, scenario in ((ref, "happy-path"), (ref, "batch-portrait"), (fast, "happy-path")):
         scale = 10.0 if client is fast else None  # a slow clock: the fast polls stay fast
