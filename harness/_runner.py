@@ -33,6 +33,7 @@ __all__ = ["RunOptions", "build_env", "run", "run_scenario"]
 
 DEFAULT_TIME_SCALE = 100.0
 TRANSPORTS = ("socket", "respx")
+OUTCOMES = ("success", "error", "gives_up")
 GIVES_UP_SPEEDUP = 10.0
 
 Progress = Callable[[str, str, ScenarioResult | None], None]
@@ -136,6 +137,10 @@ def check_expectation(
                       f"--scenario {scenario.id}",
         ))
 
+    if exp.outcome not in OUTCOMES:
+        raise contracts.ContractError(
+            f"scenario {scenario.id}: expect.outcome {exp.outcome!r}; valid: {', '.join(OUTCOMES)}"
+        )
     if result.timed_out:
         want = "gave up" if exp.outcome == "gives_up" else exp.outcome
         fail(f"the client never ended; the harness stopped it ({result.error})", want, "still running")

@@ -37,3 +37,13 @@ def test_reference_client_passes_every_scenario(provider: str, tmp_path: Path) -
         if scenario["expect"].get("outcome") == "success":
             images = scenario["result"]["images"]
             assert images and all(i["width"] and i["height"] and not i["error"] for i in images)
+
+
+@pytest.mark.parametrize("provider", list(contracts.available()))
+def test_every_scenario_states_an_outcome_the_runner_knows(provider: str) -> None:
+    from harness._runner import OUTCOMES
+
+    for scenario in contracts.load(provider).scenarios:
+        assert scenario.expect.outcome in OUTCOMES, scenario.id
+        if scenario.expect.outcome == "success":
+            assert scenario.expect.images, scenario.id
