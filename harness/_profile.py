@@ -190,6 +190,9 @@ class OperationProfile:
     task_id: Selectors | None = None
     state: Selectors | None = None
     state_map: Mapping[str, str] = field(default_factory=dict)
+    # For implicit states (AceData has no status field): the first state whose selector finds
+    # a value is the state; wins over ``state``.
+    state_when: Mapping[str, Selectors] = field(default_factory=dict)
     images: Selectors | None = None
     count: Selectors | None = None  # how many images the request asked for (create)
     returns_urls: tuple[Selector, ...] = ()
@@ -267,6 +270,9 @@ def profile(provider: str) -> Profile:
             task_id=sel("task_id"),
             state=sel("state"),
             state_map=_state_map(spec.get("state_map")),
+            state_when={
+                str(name): Selectors.parse(sel) for name, sel in (spec.get("state_when") or {}).items()
+            },
             images=sel("images"),
             count=sel("count"),
             returns_urls=tuple(Selector.parse(s) for s in spec.get("returns_urls") or ()),

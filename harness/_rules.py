@@ -102,10 +102,14 @@ class RuleContext:
         ]
 
     def state_of(self, exchange: Exchange) -> str | None:
+        """The lifecycle state an answer reports (None: it reports none)."""
         prof = self.profile.op(exchange.operation)
-        if prof is None or prof.state is None or exchange.status is None:
+        if prof is None or exchange.status is None or not 200 <= exchange.status < 300:
             return None
-        if not 200 <= exchange.status < 300:
+        for state, selectors in prof.state_when.items():
+            if any(v not in (None, False, "", [], {}) for v in selectors.values(exchange, self.contract)):
+                return state
+        if prof.state_when or prof.state is None:
             return None
         raw = prof.state.last(exchange, self.contract)
         if raw is None:

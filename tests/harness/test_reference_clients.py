@@ -47,3 +47,20 @@ def test_every_scenario_states_an_outcome_the_runner_knows(provider: str) -> Non
         assert scenario.expect.outcome in OUTCOMES, scenario.id
         if scenario.expect.outcome == "success":
             assert scenario.expect.images, scenario.id
+
+
+async def test_acedata_stub_pending_records_are_not_mistaken_for_success() -> None:
+    # option pending_record=stub answers {"response": {"success": true}} while pending [V]:
+    # the profile reads the state from data/error, so polling on is no deviation.
+    import dataclasses
+
+    from harness import load_client, run_scenario
+
+    contract = contracts.load("acedata")
+    scenario = contract.scenario("happy-path-async")
+    stub = dataclasses.replace(scenario, options={**scenario.options, "pending_record": "stub"})
+    result = await run_scenario(contract, stub, load_client("harness.clients.acedata:run"),
+                                startup_slack=2.0)
+    polls = [e for e in result.exchanges if e.operation == "retrieveFluxTasks"]
+    assert len(polls) >= 2 and '"success":true' in (polls[0].response_body or "").replace(" ", "")
+    assert result.deviations == [] and result.result is not None and result.result.ok
