@@ -274,7 +274,21 @@ def render_html(report: Report) -> str:
         f"fail on {report.fail_on.label}: {failing} failing deviation(s)</p>"
         f"<table><tr><th>scenario</th><th>result</th><th>exchanges</th><th>deviations</th></tr>"
         f"{rows}</table>{''.join(_scenario_html(r, report) for r in report.results)}"
-        "</body></html>\n"
+        f"{_checks_html(report)}</body></html>\n"
+    )
+
+
+def _checks_html(report: Report) -> str:
+    applied = {rule for r in report.results for rule in r.rules}
+    rows = "".join(
+        f"<tr><td><code>{_e(i.id)}</code></td><td class='sev-{i.severity.label}'>{i.severity.label}"
+        f"</td><td>{i.side.value}</td><td>{_e(i.summary)}</td><td class='muted'>{_e(i.reads)}</td>"
+        f"<td>{'applied' if i.id in applied else 'n/a here'}</td></tr>"
+        for i in report.catalogue().values()
+    )
+    return (
+        "<h2>Checks</h2><table><tr><th>id</th><th>severity</th><th>side</th><th>checks</th>"
+        f"<th>reads</th><th></th></tr>{rows}</table>"
     )
 
 

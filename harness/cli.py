@@ -347,3 +347,19 @@ def rules(provider: str | None) -> None:
             mark = "  [applies]" if info.id in applies else "  [n/a]"
         click.echo(f"{info.id:32} {info.severity.label:8} {info.side.value:8}{mark}")
         click.echo(f"    {info.summary}" + (f"  (reads {info.reads})" if info.reads else ""))
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--provider", "-p", required=True, metavar="ID", help="Provider whose scenarios to list.")
+def scenarios(provider: str) -> None:
+    """List a provider's scenarios: how the mock is set up and what a correct client does."""
+    try:
+        contract = contracts.load(provider)
+    except contracts.ContractError as exc:
+        raise click.BadParameter(str(exc), param_hint="--provider") from None
+    for scenario in contract.scenarios:
+        click.echo(f"{scenario.id}: {scenario.summary}")
+        setup = [*scenario.faults, *(f"{k}={v}" for k, v in scenario.options.items())]
+        if setup:
+            click.echo(f"    mock: {', '.join(setup)}")
+        click.echo(f"    expect: {json.dumps(dict(scenario.expect.raw), ensure_ascii=False)}")

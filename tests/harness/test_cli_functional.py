@@ -117,3 +117,10 @@ def test_respx_transport_serves_the_real_hostnames(tmp_path: Path) -> None:
 def test_respx_transport_needs_a_callable() -> None:
     code, _, err = invoke("run", "-p", "cloudsway", "--transport", "respx", "-c", "node x.mjs")
     assert code == 2 and "module:function" in err
+
+
+def test_scenarios_command_lists_setup_and_expectation() -> None:
+    code, stdout, _ = invoke("scenarios", "-p", "cloudsway")
+    assert code == 0
+    assert "transient-poll-503:" in stdout and "http:503;op=getImageTask;times=2" in stdout
+    assert '"outcome": "gives_up"' in stdout
