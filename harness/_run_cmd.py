@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,7 +14,7 @@ from rich.console import Console
 
 import contracts
 
-from ._clients import load_client
+from ._clients import CommandClient, load_client
 from ._deviation import Severity
 from ._render import render
 from ._report import Report, ScenarioResult
@@ -78,6 +80,8 @@ def _options(config: RunConfig) -> RunOptions:
         client = load_client(spec)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if isinstance(client, CommandClient):
+        _check_command(client.argv[0])
     if config.transport == "respx" and (config.target != "mock" or ":" not in spec or " " in spec):
         raise UsageError("--transport respx needs --target mock and a module:function client")
     return RunOptions(
@@ -86,6 +90,21 @@ def _options(config: RunConfig) -> RunOptions:
         startup_slack=config.startup_slack, extra_env=dict(config.env), tls=config.tls,
         api_key=config.api_key, transport=config.transport,
     )
+
+
+def _check_command(program: str) -> None:
+    """A command that cannot start is a usage error, with the likely fix."""
+    path = Path(program)
+    if shutil.which(program) is not None:
+        return
+    if path.is_file():
+        if os.access(path, os.X_OK):
+            return
+        runner = {".py": "python", ".js": "node", ".mjs": "node", ".sh": "sh"}.get(path.suffix)
+        hint = f" Did you mean '{runner} {program}'?" if runner else " Make it executable (chmod +x)."
+        raise UsageError(f"client {program!r} is not executable.{hint}")
+    raise UsageError(f"client command {program!r} not found (not on PATH, not a file); "
+                     "pass a command line or module:function")
 
 
 def execute_run(config: RunConfig, console: Console | None = None) -> int:

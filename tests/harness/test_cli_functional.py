@@ -124,3 +124,12 @@ def test_scenarios_command_lists_setup_and_expectation() -> None:
     assert code == 0
     assert "transient-poll-503:" in stdout and "http:503;op=getImageTask;times=2" in stdout
     assert '"outcome": "gives_up"' in stdout
+
+
+def test_a_client_that_cannot_start_is_a_usage_error(tmp_path: Path) -> None:
+    script = tmp_path / "client.py"
+    script.write_text("print('{}')\n")
+    code, _, err = invoke("run", "-p", "cloudsway", "-c", str(script))
+    assert code == 2 and f"Did you mean 'python {script}'?" in err
+    code, _, err = invoke("run", "-p", "cloudsway", "-c", "no-such-client-binary --flag")
+    assert code == 2 and "not found" in err
