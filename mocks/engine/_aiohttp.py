@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from collections.abc import Mapping
+from urllib.parse import quote
 
 from aiohttp import web
 from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy
@@ -14,6 +17,17 @@ from ._server import MockServer
 __all__ = ["make_app"]
 
 SERVER_KEY: web.AppKey[MockServer] = web.AppKey("mock_server", MockServer)
+_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _safe_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """Percent-escape control characters a provider echoed from the request into a header.
+
+    aiohttp refuses to write them (header injection) and drops the connection instead.
+    """
+    if not any(_UNSAFE.search(v) for v in headers.values()):
+        return headers
+    return {k: _UNSAFE.sub(lambda m: quote(m.group()), v) for k, v in headers.items()}
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -59,8 +73,9 @@ def make_app(server: MockServer, role: str | None = None) -> web.Application:
             raise asyncio.CancelledError  # nothing is written to a dropped connection
         if not response.is_stream:
             assert isinstance(response.body, bytes | bytearray)
-            return web.Response(status=response.status, headers=response.headers, body=response.body)
-        stream = web.StreamResponse(status=response.status, headers=response.headers)
+            return web.Response(status=response.status, headers=_safe_headers(response.headers),
+                                body=response.body)
+        stream = web.StreamResponse(status=response.status, headers=_safe_headers(response.headers))
         stream.enable_chunked_encoding()
         body_iter = response.body
         assert not isinstance(body_iter, bytes | bytearray)
