@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Mapping
@@ -7,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-__all__ = ["Exchange", "Journal", "redact_headers", "redact_query", "redact_url"]
+__all__ = ["Exchange", "Journal", "redact_headers", "redact_query", "redact_text", "redact_url"]
 
 REDACTED = "<redacted>"
 SECRET_HEADERS = frozenset(
@@ -34,8 +35,21 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> di
     return out
 
 
+# A secret query parameter inside text: a webhook URL passed as a query value or in a body.
+_SECRET_IN_TEXT = re.compile(
+    r"(?i)([?&](?:" + "|".join(re.escape(p) for p in sorted(SECRET_PARAMS)) + r")=)[^&#\s\"'\\<]+"
+)
+
+
+def redact_text(text: str | None) -> str | None:
+    """Text with the values of secret query parameters in any URL it holds replaced."""
+    if not text or "=" not in text:
+        return text
+    return _SECRET_IN_TEXT.sub(lambda m: m.group(1) + REDACTED, text)
+
+
 def redact_query(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k, REDACTED if k.lower() in SECRET_PARAMS else v) for k, v in pairs]
+    return [(k, REDACTED if k.lower() in SECRET_PARAMS else redact_text(v) or v) for k, v in pairs]
 
 
 def redact_url(url: str) -> str:

@@ -17,7 +17,15 @@ from ._deliver import Deliverer
 from ._faults import FaultError, FaultPlan, FaultSpec, parse_faults, select_header
 from ._http import MockRequest, MockResponse
 from ._images import ImageSpec, ImageTokenError, ImageTokens, render
-from ._journal import EVENT_LIMIT, Exchange, Journal, body_text, redact_headers, redact_query
+from ._journal import (
+    EVENT_LIMIT,
+    Exchange,
+    Journal,
+    body_text,
+    redact_headers,
+    redact_query,
+    redact_text,
+)
 from ._provider import Provider, Route
 from ._ratelimit import RateLimiter
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
@@ -265,7 +273,7 @@ class MockServer:
             path=request.path,
             query=redact_query(request.query.items()),
             request_headers=redact_headers(request.headers.items()),
-            request_body=body_text(request.body, request.headers.get("Content-Type")),
+            request_body=redact_text(body_text(request.body, request.headers.get("Content-Type"))),
             started_at=time.time(),
             provider_time=self.clock.now(),
         )
