@@ -1,0 +1,85 @@
+"""yunyx: generated links work for exactly one hour of provider time, whatever happens between."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from PIL import Image
+
+import contracts
+from mocks import MockServer
+
+AUTH = {"Authorization": "Bearer k"}
+TTL = contracts.load("yunyx").behaviour.retention.image_url
+SIZES = ["1024x1024", "512x1024", "768x512", "768x1024", "1024x576", "576x1024"]
+
+
+class YunyxLinks(RuleBasedStateMachine):
+    links = Bundle("links")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.server = MockServer("yunyx", clock="manual", seed=0)
+        self.issued: dict[str, tuple[float, tuple[int, int]]] = {}
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Answer a request, advancing the manual clock through the inference time."""
+
+        async def go() -> Any:
+            task = asyncio.ensure_future(self.server.request(method, path, **kwargs))
+            while not task.done():
+                self.server.clock.advance(0.5)
+                await asyncio.sleep(0)
+            return task.result()
+
+        return self.loop.run_until_complete(go())
+
+    @rule(target=links, size=st.sampled_from(SIZES),
+          model=st.sampled_from(["FLUX.1-schnell", "stable-diffusion-3-5-large"]))
+    def generate(self, size: str, model: str) -> str:
+        response = self.call("POST", "/v1/images/generations", headers=AUTH,
+                             json={"model": model, "prompt": "an island", "image_size": size})
+        assert response.status == 200, response.body
+        assert b"&" not in response.body  # the seed's quirk: '&' is written \\u0026
+        (image,) = json.loads(response.body)["images"]
+        width, height = (int(v) for v in size.split("x"))
+        self.issued[image["url"]] = (self.server.clock.now(), (width, height))
+        return str(image["url"])
+
+    @rule(url=links)
+    def download(self, url: str) -> None:
+        parts = urlsplit(url)
+        response = self.call("GET", parts.path, query=dict(parse_qsl(parts.query)))
+        issued, size = self.issued[url]
+        assert TTL is not None
+        if self.server.clock.now() - issued <= TTL:
+            assert response.status == 200, response.body
+            assert Image.open(io.BytesIO(response.body)).size == size
+        else:
+            assert response.status == 403
+
+    @rule(seconds=st.floats(min_value=0, max_value=1800, allow_nan=False))
+    def advance(self, seconds: float) -> None:
+        self.server.clock.advance(seconds)
+
+    @invariant()
+    def the_mock_never_crashed(self) -> None:
+        assert self.server.errors == []
+
+    def teardown(self) -> None:
+        self.loop.close()
+
+
+YunyxLinks.TestCase.settings = settings(
+    max_examples=15, stateful_step_count=20, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestYunyxLinks = YunyxLinks.TestCase
