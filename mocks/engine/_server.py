@@ -362,14 +362,15 @@ class MockServer:
             denied = self._check_auth(request)
             if denied is not None:
                 return denied
-        if self.rate_limiter is not None:
+        if self.rate_limiter is not None and route.auth:
+            # Only the API is rate limited; file downloads (no auth) are not counted.
             key = self.contract.behaviour.auth.key_of(
                 request.headers.get(self.contract.behaviour.auth.header)
             )
             wait = self.rate_limiter.check(key or request.peer or "anonymous")
             if wait > 0:
                 return provider.rate_limited(request, wait)
-        if len(request.body) > self.max_body:
+        if request.oversized or len(request.body) > self.max_body:
             return provider.too_large(request, self.max_body)
         handler = getattr(provider, route.handler)
         try:

@@ -500,3 +500,15 @@ async def test_store_full_of_live_tasks_answers_503_and_keeps_them() -> None:
     full = await server.request("POST", CREATE, json=SEED_BODY, headers=AUTH)
     assert_envelope(full, 503)
     assert all(server.tasks.get(i) is not None for i in ids)
+
+
+async def test_rate_limit_counts_api_calls_not_image_downloads() -> None:
+    server = manual(rate_limit="2/60")
+    task_id = await create(server)
+    server.clock.advance(60)
+    urls = (await poll(server, task_id)).json_body()["imageUrls"]
+    for _ in range(3):
+        image = await server.request("GET", urls[0].removeprefix("http://127.0.0.1"))
+        assert image.status == 200
+    assert (await poll(server, task_id)).status == 200
+    assert_envelope(await poll(server, task_id), 429)
