@@ -30,17 +30,18 @@ def _safe_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
     return {k: _UNSAFE.sub(lambda m: quote(m.group()), v) for k, v in headers.items()}
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """Read at most ``limit + 1`` bytes: enough to know a body is too large, never more."""
+async def _read_body(request: web.Request, limit: int) -> tuple[bytes, bool]:
+    """The body, or (b"", True) once it passes ``limit``: never more than that is held."""
     chunks: list[bytes] = []
     size = 0
-    while size <= limit:
-        chunk = await request.content.read(min(65_536, limit + 1 - size))
+    while True:
+        chunk = await request.content.read(65_536)
         if not chunk:
-            break
-        chunks.append(chunk)
+            return b"".join(chunks), False
         size += len(chunk)
-    return b"".join(chunks)
+        if size > limit:
+            return b"", True  # what was read is dropped; the rest is never read
+        chunks.append(chunk)
 
 
 def make_app(server: MockServer, role: str | None = None) -> web.Application:
@@ -51,11 +52,10 @@ def make_app(server: MockServer, role: str | None = None) -> web.Application:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         declared = request.content_length
-        if declared is not None and declared > server.max_body:
-            # Answer from the header alone: a huge body is never read into memory.
-            body = b"\0" * (server.max_body + 1)
-        else:
-            body = await _read_body(request, server.max_body)
+        # Answer a declared length over the limit from the header alone: the body is never read.
+        body, oversized = b"", declared is not None and declared > server.max_body
+        if not oversized:
+            body, oversized = await _read_body(request, server.max_body)
         mreq = MockRequest(
             method=request.method,
             path=request.path,
@@ -65,6 +65,7 @@ def make_app(server: MockServer, role: str | None = None) -> web.Application:
             base_url=f"{request.scheme}://{request.host}",
             role=role,
             peer=request.remote,
+            oversized=oversized,
         )
         response = await server.dispatch(mreq)
         if response.action == "reset":

@@ -32,6 +32,8 @@ class MockRequest:
     role: str = "api"  # which of the provider's hosts was addressed (fal: "queue" or "run")
     params: dict[str, str] = field(default_factory=dict)  # filled by the router
     peer: str | None = None
+    #: Content-Length declared a body over the mock's limit: it was never read (``body`` is empty).
+    oversized: bool = False
     _json: Any = field(default=None, repr=False)
     _parsed: bool = field(default=False, repr=False)
 
