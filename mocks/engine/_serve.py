@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from ._aiohttp import make_app
+from ._aiohttp import make_handler
 from ._server import MockServer
 
 __all__ = ["DEFAULT_PORTS", "Listener", "PortInUse", "Served", "TLSMaterial", "start"]
@@ -60,7 +60,7 @@ class Served:
 
     servers: list[MockServer]
     listeners: list[Listener]
-    runners: list[web.AppRunner] = field(default_factory=list)
+    runners: list[web.BaseRunner] = field(default_factory=list)
     tls: TLSMaterial | None = None
 
     def url(self, provider: str, role: str | None = None) -> str:
@@ -98,9 +98,12 @@ async def start(
                 # forever on a manual clock).
                 # aiohttp waits shutdown_timeout twice for a busy handler (before and after
                 # cancelling its request): half each gives requests in flight shutdown_timeout.
-                runner = web.AppRunner(
-                    make_app(server, role), access_log=None, shutdown_timeout=shutdown_timeout / 2,
-                    handler_cancellation=True,
+                # aiohttp's low-level server: the mock routes every path itself, so the
+                # application router and middleware chain would only cost time per request.
+                runner = web.ServerRunner(
+                    web.Server(make_handler(server, role), handler_cancellation=True,
+                               access_log=None),
+                    shutdown_timeout=shutdown_timeout / 2,
                 )
                 await runner.setup()
                 site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls else None)
