@@ -259,9 +259,9 @@ def test_readme_serve_command_and_help_are_true() -> None:
 
 async def test_odd_paths_get_the_providers_404_over_sockets(serve_mock) -> None:  # type: ignore[no-untyped-def]
     running = await serve_mock("cloudsway", clock="manual")
-    async with aiohttp.ClientSession() as session:
-        async with session.get(running.url + "/v2/ai/a%0Ab/images/tasks/x%0Ay",
-                               headers={"Authorization": "Bearer k"}) as resp:
-            assert resp.status == 404
-            body = await resp.json()
+    async with aiohttp.ClientSession() as session, session.get(
+        running.url + "/v2/ai/a%0Ab/images/tasks/x%0Ay", headers={"Authorization": "Bearer k"}
+    ) as resp:
+        assert resp.status == 404
+        body = await resp.json()
     assert body["error"]["message"].startswith("task ")
