@@ -82,6 +82,7 @@ class ValidatingProxy:
         on_exchange: Callable[[Exchange], None] | None = None,
         on_deviation: Callable[[Deviation], None] | None = None,
         ssl: Any = None,
+        on_raw: Callable[[Exchange, bytes, list[tuple[float, bytes]] | None], None] | None = None,
     ) -> None:
         self.contract = contracts.load(provider)
         self.provider = self.contract.provider
@@ -94,6 +95,8 @@ class ValidatingProxy:
         self.preserve_host = _loopback(target) if preserve_host is None else preserve_host
         self.on_exchange = on_exchange
         self.on_deviation = on_deviation
+        # A recorder's hook: the whole answer body (or a stream's timed chunks) before redaction.
+        self.on_raw = on_raw
         self._ssl = ssl
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -210,12 +213,15 @@ class ValidatingProxy:
                 response.headers.add(name, value)
         streaming = ctype in STREAM_MEDIA
         chunks: list[bytes] = []
+        timed: list[tuple[float, bytes]] = []
         pending = ""
         index = 0
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)  # passed on first: the client never waits for us
+                if streaming and self.on_raw:
+                    timed.append((time.perf_counter() - started, chunk))
                 if streaming:
                     text = chunk.decode("utf-8", errors="replace")
                     pending, index = self._validate_events(exchange, ctype, pending + text, index)
@@ -232,6 +238,8 @@ class ValidatingProxy:
             self._validate_events(exchange, ctype, pending + "\n\n", index)
         if not streaming:
             exchange.response_body = _text(b"".join(chunks), ctype)
+        if self.on_raw:
+            self.on_raw(exchange, b"".join(chunks), timed if streaming else None)
         self._finish(exchange, started)
         return response
 
