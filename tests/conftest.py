@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiohttp import web
 from hypothesis import settings
 
 from mocks import MockServer, Served, TLSMaterial, start
@@ -42,6 +48,95 @@ async def serve_mock() -> AsyncIterator[ServeMock]:
     yield factory
     for served in running:
         await served.close()
+
+
+class ServeProcess:
+    """`imagegen-conformance serve` in a subprocess; it prints "<provider> <url>" per listener."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harness", "serve", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def readline(self, timeout: float = 15.0) -> str:
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line:
+                return line.strip()
+            if self.proc.poll() is not None:
+                raise AssertionError(f"serve exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
+        raise AssertionError("serve printed nothing in time")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        """Signal it and wait; the exit code (0 for a clean stop)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=10)
+
+    def close(self) -> int:
+        code = self.stop()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+        return code
+
+
+@pytest.fixture
+def serve_cli() -> Iterator[Callable[..., ServeProcess]]:
+    """Factory: ``proc = serve_cli("--provider", "cloudsway", "--port", "0")``; killed at teardown."""
+    procs: list[ServeProcess] = []
+
+    def start(*args: str) -> ServeProcess:
+        procs.append(ServeProcess(*args))
+        return procs[-1]
+
+    yield start
+    for p in procs:
+        if p.proc.poll() is None:
+            p.proc.kill()
+        p.close()
+
+
+class Receiver:
+    """A webhook/callback receiver on 127.0.0.1: records every POST, answers queued statuses."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []  # {"body", "headers", "query"}
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()  # the bodies, as they arrive
+        self.statuses: list[int] = []  # answered (in order) before plain 200s
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.received.append({"body": body, "headers": dict(request.headers),
+                              "query": dict(request.query)})
+        await self.queue.put(body)
+        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
+
+    async def start(self) -> Receiver:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/hook"
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A loopback webhook/callback receiver (``.url``, ``.received``, ``.queue``, ``.statuses``)."""
+    rec = await Receiver().start()
+    yield rec
+    await rec.close()
 
 
 # Hypothesis profiles: "default" keeps the suite fast; HYPOTHESIS_PROFILE=thorough digs deeper.

@@ -6,11 +6,10 @@ import asyncio
 import io
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -18,7 +17,6 @@ import httpx
 import pytest
 from acedatacloud import AceDataCloud, AsyncAceDataCloud
 from acedatacloud._runtime import errors as ace_errors
-from aiohttp import web
 from PIL import Image
 
 import contracts
@@ -30,85 +28,10 @@ TOKEN = "ace-token"
 # --- helpers -----------------------------------------------------------------------------
 
 
-class ServeProcess:
-    """`imagegen-conformance serve` in a subprocess; its first line is "<provider> <url>"."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [*CLI, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-
-    def readline(self, timeout: float = 15.0) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if line:
-                return line.strip()
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
-        raise AssertionError("serve printed nothing in time")
-
-    def close(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=10)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-        return code
-
-
-@pytest.fixture
-def serve_cli() -> Iterator[list[ServeProcess]]:
-    procs: list[ServeProcess] = []
-    yield procs
-    for p in procs:
-        if p.proc.poll() is None:
-            p.proc.kill()
-        p.close()
-
-
 def curl(*args: str) -> str:
     assert shutil.which("curl"), "curl is needed to run the seed's own example"
     return subprocess.run(["curl", "-sS", *args], check=True, capture_output=True, text=True,
                           timeout=20).stdout
-
-
-class Receiver:
-    """A callback receiver on 127.0.0.1: records every POST, answers the queued statuses."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.statuses: list[int] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        self.received.append({"body": await request.json(), "headers": dict(request.headers)})
-        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
-
-    async def start(self) -> Receiver:
-        app = web.Application()
-        app.router.add_post("/callback", self._handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/callback"
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    rec = await Receiver().start()
-    yield rec
-    await rec.close()
 
 
 async def until(condition: Callable[[], bool], tick: Callable[[], object] | None = None,
@@ -135,9 +58,8 @@ def image_size(data: bytes) -> tuple[int, int]:
 # --- the seed's example over `serve` -----------------------------------------------------
 
 
-def test_seed_curl_example_against_serve(serve_cli: list[ServeProcess]) -> None:
-    proc = ServeProcess("--provider", "acedata", "--port", "0", "--time-scale", "2000")
-    serve_cli.append(proc)
+def test_seed_curl_example_against_serve(serve_cli: Any) -> None:
+    proc = serve_cli("--provider", "acedata", "--port", "0", "--time-scale", "2000")
     name, base = proc.readline().split()
     assert name == "acedata"
     # The seed's curl, verbatim but for the host.
@@ -275,7 +197,7 @@ async def test_sdk_real_triggers_map_to_exceptions(serve_mock) -> None:  # type:
 # --- callbacks ---------------------------------------------------------------------------
 
 
-async def test_callback_is_delivered_when_the_task_ends(serve_mock, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+async def test_callback_is_delivered_when_the_task_ends(serve_mock, receiver: Any) -> None:  # type: ignore[no-untyped-def]
     running = await serve_mock("acedata", clock="manual", seed=7)
     server = running.server
     async with httpx.AsyncClient() as http:
@@ -296,7 +218,7 @@ async def test_callback_is_delivered_when_the_task_ends(serve_mock, receiver: Re
     assert server.deliveries.records()[0].attempts == 1
 
 
-async def test_callback_is_retried_with_a_bound(serve_mock, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+async def test_callback_is_retried_with_a_bound(serve_mock, receiver: Any) -> None:  # type: ignore[no-untyped-def]
     running = await serve_mock("acedata", clock="manual", seed=7)
     server = running.server
     receiver.statuses = [500, 503]
@@ -342,7 +264,7 @@ async def test_allow_list_opens_a_host(serve_mock) -> None:  # type: ignore[no-u
     assert record.attempts == 3  # attempted (and failed: the name does not resolve), not refused
 
 
-async def test_duplicate_and_late_callback_faults(serve_mock, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+async def test_duplicate_and_late_callback_faults(serve_mock, receiver: Any) -> None:  # type: ignore[no-untyped-def]
     running = await serve_mock("acedata", clock="manual")
     server = running.server
     body = {"action": "generate", "prompt": "x", "callback_url": receiver.url}
@@ -362,7 +284,7 @@ async def test_duplicate_and_late_callback_faults(serve_mock, receiver: Receiver
     await until(lambda: len(receiver.received) == 1)
 
 
-async def test_failed_task_callback_carries_the_error(serve_mock, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+async def test_failed_task_callback_carries_the_error(serve_mock, receiver: Any) -> None:  # type: ignore[no-untyped-def]
     running = await serve_mock("acedata", clock="manual")
     await running.server.request(
         "POST", "/flux/images", json={"action": "generate", "prompt": "x", "callback_url": receiver.url},

@@ -12,8 +12,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -25,51 +25,14 @@ from mocks import MockServer, mock_router
 CLI = [sys.executable, "-m", "harness"]
 
 
-class ServeProcess:
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [*CLI, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-
-    def readline(self, timeout: float = 15.0) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if line:
-                return line.strip()
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
-        raise AssertionError("serve printed nothing in time")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def serve_cli() -> Iterator[list[ServeProcess]]:
-    procs: list[ServeProcess] = []
-    yield procs
-    for p in procs:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
-        for stream in (p.proc.stdout, p.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
 def curl(*args: str) -> str:
     assert shutil.which("curl"), "curl is needed to run the seed's own examples"
     return subprocess.run(["curl", "-sS", *args], check=True, capture_output=True, text=True,
                           timeout=20).stdout
 
 
-def test_seed_curl_examples_against_serve(serve_cli: list[ServeProcess]) -> None:
-    proc = ServeProcess("--provider", "cloudsway", "--port", "0", "--time-scale", "50")
-    serve_cli.append(proc)
+def test_seed_curl_examples_against_serve(serve_cli: Any) -> None:
+    proc = serve_cli("--provider", "cloudsway", "--port", "0", "--time-scale", "50")
     name, base = proc.readline().split()
     assert name == "cloudsway" and base.startswith("http://127.0.0.1:")
 
@@ -116,9 +79,8 @@ def test_seed_curl_examples_against_serve(serve_cli: list[ServeProcess]) -> None
     assert proc.stop() == 0
 
 
-def test_serve_json_lines_and_sigint_stop_cleanly(serve_cli: list[ServeProcess]) -> None:
-    proc = ServeProcess("--provider", "cloudsway", "--port", "0", "--json")
-    serve_cli.append(proc)
+def test_serve_json_lines_and_sigint_stop_cleanly(serve_cli: Any) -> None:
+    proc = serve_cli("--provider", "cloudsway", "--port", "0", "--json")
     line = json.loads(proc.readline())
     assert line["kind"] == "listener" and line["provider"] == "cloudsway" and line["primary"]
     health = json.loads(curl(line["url"] + "/__mock/health"))
@@ -126,7 +88,7 @@ def test_serve_json_lines_and_sigint_stop_cleanly(serve_cli: list[ServeProcess])
     assert proc.stop(signal.SIGINT) == 0
 
 
-def test_port_in_use_names_the_port_and_the_flag(serve_cli: list[ServeProcess]) -> None:
+def test_port_in_use_names_the_port_and_the_flag(serve_cli: Any) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
@@ -153,9 +115,8 @@ def test_usage_errors_say_how_to_fix_them(args: list[str], message: str) -> None
     assert message in result.stderr
 
 
-def test_binding_beyond_loopback_warns(serve_cli: list[ServeProcess]) -> None:
-    proc = ServeProcess("-p", "cloudsway", "--port", "0", "--host", "0.0.0.0")
-    serve_cli.append(proc)
+def test_binding_beyond_loopback_warns(serve_cli: Any) -> None:
+    proc = serve_cli("-p", "cloudsway", "--port", "0", "--host", "0.0.0.0")
     proc.readline()
     proc.stop()
     assert proc.proc.stderr is not None

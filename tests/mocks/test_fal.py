@@ -13,7 +13,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
@@ -639,27 +638,6 @@ async def test_results_expire_after_retention() -> None:
 # --- webhooks -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[tuple[str, asyncio.Queue[dict[str, Any]], list[int]]]:
-    """A loopback webhook receiver; ``fail`` holds statuses to answer before 200s."""
-    got: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    fail: list[int] = []
-
-    async def hook(request: web.Request) -> web.Response:
-        await got.put(await request.json())
-        return web.Response(status=fail.pop(0) if fail else 200)
-
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}/hook", got, fail
-    await runner.cleanup()
-
-
 async def _advance_until(server: MockServer, done: Any, step: float = 1.0, limit: int = 400) -> None:
     for _ in range(limit):
         if done():
@@ -670,7 +648,7 @@ async def _advance_until(server: MockServer, done: Any, step: float = 1.0, limit
 
 
 async def test_webhook_posts_the_output_when_the_request_ends(receiver: Any) -> None:
-    url, got, _ = receiver
+    url, got, _ = receiver.url, receiver.queue, receiver.statuses
     server = manual()
     try:
         body = await submit(server, query={"fal_webhook": url})
@@ -689,7 +667,7 @@ async def test_webhook_posts_the_output_when_the_request_ends(receiver: Any) -> 
 
 
 async def test_webhook_error_payload_duplicate_and_late(receiver: Any) -> None:
-    url, got, _ = receiver
+    url, got, _ = receiver.url, receiver.queue, receiver.statuses
     server = manual()
     try:
         rid = (await submit(server, {"prompt": "p", "num_images": 7}, query={"fal_webhook": url},
@@ -708,7 +686,7 @@ async def test_webhook_error_payload_duplicate_and_late(receiver: Any) -> None:
 
 
 async def test_webhook_is_retried_with_a_bound(receiver: Any) -> None:
-    url, got, fail = receiver
+    url, got, fail = receiver.url, receiver.queue, receiver.statuses
     server = manual()
     fail.extend([500] * 20)
     try:
@@ -723,7 +701,7 @@ async def test_webhook_is_retried_with_a_bound(receiver: Any) -> None:
 
 
 async def test_cancel_sends_the_webhook_at_once_and_outside_hosts_are_refused(receiver: Any) -> None:
-    url, got, _ = receiver
+    url, got, _ = receiver.url, receiver.queue, receiver.statuses
     server = manual()
     try:
         rid = (await submit(server, query={"fal_webhook": url}))["request_id"]
@@ -740,7 +718,7 @@ async def test_cancel_sends_the_webhook_at_once_and_outside_hosts_are_refused(re
 
 
 async def test_polls_lifecycle_sends_the_webhook_on_the_completing_poll(receiver: Any) -> None:
-    url, got, _ = receiver
+    url, got, _ = receiver.url, receiver.queue, receiver.statuses
     server = MockServer("fal", clock="manual", seed=1, lifecycle="polls")
     try:
         rid = (await submit(server, query={"fal_webhook": url}))["request_id"]

@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from aiohttp import web
 from PIL import Image
 
 from mocks import TLSMaterial
@@ -233,27 +232,14 @@ async def test_cancel_while_queued(serve_mock: Any, tls: TLSMaterial) -> None:
     assert first.status == 200 and len(first.json_body()["images"]) == 1
 
 
-async def test_webhook_delivered_to_local_receiver(serve_mock: Any, tls: TLSMaterial) -> None:
-    received: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    async def receive(request: web.Request) -> web.Response:
-        await received.put(await request.json())
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/hook", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        running, env = await serve_fal(serve_mock, tls, time_scale=40)
-        hook = f"http://127.0.0.1:{port}/hook?user=1"
-        out = await run_client(env, {"do": "submit", "input": {"prompt": "a webhook"}, "webhook": hook})
-        payload = await asyncio.wait_for(received.get(), 15)
-    finally:
-        await runner.cleanup()
+async def test_webhook_delivered_to_local_receiver(
+    serve_mock: Any, tls: TLSMaterial, receiver: Any
+) -> None:
+    running, env = await serve_fal(serve_mock, tls, time_scale=40)
+    hook = receiver.url + "?user=1"
+    out = await run_client(env, {"do": "submit", "input": {"prompt": "a webhook"}, "webhook": hook})
+    payload = await asyncio.wait_for(receiver.queue.get(), 15)
+    assert receiver.received[0]["query"] == {"user": "1"}
     assert payload["request_id"] == payload["gateway_request_id"] == out["request_id"]
     assert payload["status"] == "OK" and payload["error"] is None
     assert payload["payload"]["images"][0]["width"] == 1024

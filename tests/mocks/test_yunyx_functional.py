@@ -7,11 +7,8 @@ import asyncio
 import io
 import json
 import shutil
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,45 +41,6 @@ print(response.json())
 '''  # noqa: E501 - the seed's own line, verbatim
 
 
-class ServeProcess:
-    """`imagegen-conformance serve` in a subprocess; its first line is "<provider> <url>"."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [*CLI, "serve", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-
-    def readline(self, timeout: float = 15.0) -> str:
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if line:
-                return line.strip()
-            if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited: {self.proc.stderr.read() if self.proc.stderr else ''}")
-        raise AssertionError("serve printed nothing in time")
-
-    def close(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        code = self.proc.wait(timeout=10)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-        return code
-
-
-@pytest.fixture
-def serve_cli() -> Iterator[list[ServeProcess]]:
-    procs: list[ServeProcess] = []
-    yield procs
-    for p in procs:
-        if p.proc.poll() is None:
-            p.proc.kill()
-        p.close()
-
-
 def run_seed_snippet(base: str, tmp_path: Path) -> str:
     """Run the seed's snippet as its own program; return what it printed."""
     script = tmp_path / "seed_example.py"
@@ -96,9 +54,8 @@ def image_size(data: bytes) -> tuple[int, int]:
     return Image.open(io.BytesIO(data)).size
 
 
-def test_seed_requests_snippet_against_serve(serve_cli: list[ServeProcess], tmp_path: Path) -> None:
-    proc = ServeProcess("--provider", "yunyx", "--port", "0", "--time-scale", "100")
-    serve_cli.append(proc)
+def test_seed_requests_snippet_against_serve(serve_cli: Any, tmp_path: Path) -> None:
+    proc = serve_cli("--provider", "yunyx", "--port", "0", "--time-scale", "100")
     name, base = proc.readline().split()
     assert name == "yunyx"
     result = ast.literal_eval(run_seed_snippet(base, tmp_path))  # print() of a dict
@@ -119,10 +76,9 @@ def test_seed_requests_snippet_against_serve(serve_cli: list[ServeProcess], tmp_
     assert proc.close() == 0
 
 
-def test_seed_snippet_with_a_wrong_key_prints_the_bare_string(serve_cli: list[ServeProcess],
+def test_seed_snippet_with_a_wrong_key_prints_the_bare_string(serve_cli: Any,
                                                                tmp_path: Path) -> None:
-    proc = ServeProcess("--provider", "siliconflow", "--port", "0", "--api-key", "real-key")
-    serve_cli.append(proc)
+    proc = serve_cli("--provider", "siliconflow", "--port", "0", "--api-key", "real-key")
     _, base = proc.readline().split()
     # response.json() is the bare JSON string "Invalid token"; print() shows it unquoted.
     assert run_seed_snippet(base, tmp_path) == "Invalid token"

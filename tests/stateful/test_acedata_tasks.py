@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import rule
 
-import contracts
-from mocks import MockServer
+from harness.stateful import MockMachine
 
 AUTH = {"Authorization": "Bearer k"}
-LIFECYCLE = contracts.load("acedata").behaviour.lifecycle
-assert LIFECYCLE is not None
 
 
 def state_of(record: dict[str, Any]) -> str:
@@ -25,20 +21,15 @@ def state_of(record: dict[str, Any]) -> str:
     return "succeeded" if response.get("success") else "failed"
 
 
-class AceDataTasks(RuleBasedStateMachine):
-    tasks = Bundle("tasks")
+class AceDataTasks(MockMachine):
+    provider = "acedata"
+    max_advance = 90.0
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.server = MockServer("acedata", clock="manual", seed=0)
-        self.seen: dict[str, list[str]] = {}
         self.count: dict[str, int] = {}
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.loop.run_until_complete(self.server.request(method, path, **kwargs))
-
-    @rule(target=tasks, count=st.integers(1, 3), fault=st.sampled_from(["", "task_fail"]),
+    @rule(target=MockMachine.keys, count=st.integers(1, 3), fault=st.sampled_from(["", "task_fail"]),
           size=st.sampled_from(["256x256", "512x768", "1024x1024"]))
     def submit(self, count: int, fault: str, size: str) -> str:
         headers = {**AUTH, **({"X-Mock-Fault": fault} if fault else {})}
@@ -46,19 +37,17 @@ class AceDataTasks(RuleBasedStateMachine):
         response = self.call("POST", "/flux/images", json=body, headers=headers)
         assert response.status == 200, response.body
         task_id: str = response.json_body()["task_id"]
-        self.seen[task_id] = []
         self.count[task_id] = count
         return task_id
 
-    @rule(task_id=tasks)
+    @rule(task_id=MockMachine.keys)
     def retrieve(self, task_id: str) -> None:
         response = self.call("POST", "/flux/tasks", json={"action": "retrieve", "id": task_id},
                              headers=AUTH)
         assert response.status == 200, response.body
-        record = response.json_body()
-        self.observe(task_id, record)
+        self.check(task_id, response.json_body())
 
-    @rule(ids=st.lists(tasks, min_size=1, max_size=4, unique=True))
+    @rule(ids=st.lists(MockMachine.keys, min_size=1, max_size=4, unique=True))
     def retrieve_batch(self, ids: list[str]) -> None:
         response = self.call("POST", "/flux/tasks", json={"action": "retrieve_batch", "ids": ids},
                              headers=AUTH)
@@ -66,24 +55,17 @@ class AceDataTasks(RuleBasedStateMachine):
         body = response.json_body()
         assert body["count"] == len(body["items"]) == len(ids)
         for record in body["items"]:
-            self.observe(record["id"], record)
+            self.check(record["id"], record)
 
-    def observe(self, task_id: str, record: dict[str, Any]) -> None:
+    def check(self, task_id: str, record: dict[str, Any]) -> None:
         assert record["id"] == task_id
         state = state_of(record)
-        history = self.seen[task_id]
-        if history:
-            assert LIFECYCLE.is_legal(history[-1], state), (history, state)
-        history.append(state)
+        self.observe(task_id, state)
         if state == "succeeded":
             assert len(record["response"]["data"]) == self.count[task_id]
         if state == "failed":
             error = record["response"]["error"]
             assert error["code"] and error["message"]
-
-    @rule(seconds=st.floats(min_value=0, max_value=90, allow_nan=False))
-    def advance(self, seconds: float) -> None:
-        self.server.clock.advance(seconds)
 
     @rule(fault=st.sampled_from(["http:500", "http:429", "http:401", "http:403", "rate_limit:2"]))
     def submit_under_fault(self, fault: str) -> None:
@@ -92,20 +74,6 @@ class AceDataTasks(RuleBasedStateMachine):
         body = response.json_body()
         assert response.status >= 400 and body["success"] is False
         assert body["error"]["code"] and "trace_id" in body
-
-    @invariant()
-    def terminal_states_stay_terminal(self) -> None:
-        for history in self.seen.values():
-            for i, state in enumerate(history):
-                if state in LIFECYCLE.terminal:
-                    assert set(history[i:]) == {state}, history
-
-    @invariant()
-    def the_mock_never_crashed(self) -> None:
-        assert self.server.errors == []
-
-    def teardown(self) -> None:
-        self.loop.close()
 
 
 AceDataTasks.TestCase.settings = settings(

@@ -2,47 +2,37 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import rule
 
 import contracts
+from harness.stateful import MockMachine
 from harness.strategies import invalid_requests, requests
-from mocks import MockServer
 
 AUTH = {"Authorization": "Bearer k"}
-CONTRACT = contracts.load("cloudsway")
-LIFECYCLE = CONTRACT.behaviour.lifecycle
-assert LIFECYCLE is not None
 TASK_VALIDATOR = contracts.response_validator("cloudsway", "getImageTask", 200)
 ERROR_VALIDATOR = contracts.response_validator("cloudsway", "getImageTask", 503)
 FAULTS = ["http:503", "http:500", "http:429", "rate_limit:2", "malformed", "reset", "latency:1"]
 
 
-class CloudswayLifecycle(RuleBasedStateMachine):
-    tasks = Bundle("tasks")
+class CloudswayLifecycle(MockMachine):
+    provider = "cloudsway"
+    max_advance = 5.0
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.server = MockServer("cloudsway", clock="manual", seed=0)
-        self.seen: dict[str, list[str]] = {}
         self.batch: dict[str, int] = {}
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.loop.run_until_complete(self.server.request(method, path, **kwargs))
-
-    @rule(target=tasks, body=requests("cloudsway", "createImageTask"),
+    @rule(target=MockMachine.keys, body=requests("cloudsway", "createImageTask"),
           fault=st.sampled_from(["", "task_fail", "never_finish"]))
     def create(self, body: Any, fault: str) -> str:
         headers = {**AUTH, **({"X-Mock-Fault": fault} if fault else {})}
         response = self.call("POST", "/v2/ai/ep/images/generations", json=body, headers=headers)
         assert response.status == 200, response.body
         task_id: str = response.json_body()["taskId"]
-        self.seen[task_id] = []
         self.batch[task_id] = int(body.get("batchsize", 1))
         return task_id
 
@@ -56,20 +46,17 @@ class CloudswayLifecycle(RuleBasedStateMachine):
         assert ERROR_VALIDATOR is not None and ERROR_VALIDATOR.issues(response.json_body()) == []
         assert len(self.server.tasks) == before
 
-    @rule(task_id=tasks)
+    @rule(task_id=MockMachine.keys)
     def poll(self, task_id: str) -> None:
         response = self.call("GET", f"/v2/ai/ep/images/tasks/{task_id}", headers=AUTH)
         assert response.status == 200
         body = response.json_body()
         assert TASK_VALIDATOR is not None and TASK_VALIDATOR.issues(body) == []
-        history = self.seen[task_id]
-        if history:
-            assert LIFECYCLE.is_legal(history[-1], body["status"]), (history, body["status"])
-        history.append(body["status"])
+        self.observe(task_id, body["status"])
         if body["status"] == "completed":
             assert len(body["imageUrls"]) == self.batch[task_id]
 
-    @rule(task_id=tasks, fault=st.sampled_from(FAULTS))
+    @rule(task_id=MockMachine.keys, fault=st.sampled_from(FAULTS))
     def poll_under_fault(self, task_id: str, fault: str) -> None:
         response = self.call("GET", f"/v2/ai/ep/images/tasks/{task_id}",
                              headers={**AUTH, "X-Mock-Fault": fault})
@@ -81,24 +68,6 @@ class CloudswayLifecycle(RuleBasedStateMachine):
             expected = 429 if fault.startswith("rate_limit") else int(fault.split(":")[1])
             assert response.status == expected
             assert ERROR_VALIDATOR is not None and ERROR_VALIDATOR.issues(response.json_body()) == []
-
-    @rule(seconds=st.floats(min_value=0, max_value=5, allow_nan=False))
-    def advance(self, seconds: float) -> None:
-        self.server.clock.advance(seconds)
-
-    @invariant()
-    def terminal_states_stay_terminal(self) -> None:
-        for history in self.seen.values():
-            for i, state in enumerate(history):
-                if state in LIFECYCLE.terminal:
-                    assert set(history[i:]) == {state}, history
-
-    @invariant()
-    def the_mock_never_crashed(self) -> None:
-        assert self.server.errors == []
-
-    def teardown(self) -> None:
-        self.loop.close()
 
 
 CloudswayLifecycle.TestCase.settings = settings(

@@ -9,36 +9,23 @@ from urllib.parse import parse_qs, urlsplit
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import rule
 
-from mocks import MockServer
+from harness.stateful import MockMachine
 from mocks.engine import MockResponse
 
 AUTH = {"Authorization": "Bearer app-k"}
 FILES_VALID_FOR = 300.0
 
 
-class DifyRuns(RuleBasedStateMachine):
-    runs = Bundle("runs")
+class DifyRuns(MockMachine):
+    provider = "dify"
+    max_advance = 200.0
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.server = MockServer("dify", clock="manual", seed=0)
         self.final: dict[str, str] = {}
         self.files: dict[str, list[str]] = {}
-
-    def drive(self, request: Any) -> MockResponse:
-        """Answer a request, advancing the manual clock until it is answered."""
-
-        async def go() -> MockResponse:
-            task = asyncio.ensure_future(request)
-            while not task.done():
-                self.server.clock.advance(1.0)
-                await asyncio.sleep(0)
-            return task.result()
-
-        return self.loop.run_until_complete(go())
 
     def events(self, response: MockResponse, stop_after_first: str | None = None) -> list[Any]:
         """Read an SSE body to its end, advancing the clock; optionally stop the run first."""
@@ -73,19 +60,20 @@ class DifyRuns(RuleBasedStateMachine):
         return self.server.request("POST", "/v1/workflows/run", headers=headers, json={
             "inputs": {"prompt": "a calm man"}, "response_mode": mode, "user": "u"})
 
-    @rule(target=runs, fault=st.sampled_from(["", "task_fail"]))
+    @rule(target=MockMachine.keys, fault=st.sampled_from(["", "task_fail"]))
     def run_blocking(self, fault: str) -> str:
-        response = self.drive(self.run_request("blocking", fault))
+        response = self.run(self.run_request("blocking", fault))
         assert response.status == 200, response.body
         data = response.json_body()["data"]
         assert data["status"] in ("succeeded", "failed")
+        self.observe(data["id"], data["status"])
         self.final[data["id"]] = data["status"]
         self.files[data["id"]] = [f["url"] for f in (data["outputs"] or {}).get("files", [])]
         return str(data["id"])
 
-    @rule(target=runs, stop=st.booleans())
+    @rule(target=MockMachine.keys, stop=st.booleans())
     def run_streaming(self, stop: bool) -> str:
-        response = self.drive(self.run_request("streaming", ""))
+        response = self.run(self.run_request("streaming", ""))
         assert response.status == 200
         events = self.events(response, stop_after_first="stop" if stop else None)
         names = [e["event"] for e in events]
@@ -93,39 +81,29 @@ class DifyRuns(RuleBasedStateMachine):
         assert names.count("node_started") >= names.count("node_finished")
         finished = events[-1]["data"]
         assert finished["status"] == ("stopped" if stop else "succeeded"), (stop, finished)
+        self.observe(finished["id"], finished["status"])
         self.final[finished["id"]] = finished["status"]
         self.files[finished["id"]] = []
         return str(finished["id"])
 
-    @rule(run_id=runs)
+    @rule(run_id=MockMachine.keys)
     def detail(self, run_id: str) -> None:
-        response = self.drive(self.server.request("GET", f"/v1/workflows/run/{run_id}", headers=AUTH))
+        response = self.run(self.server.request("GET", f"/v1/workflows/run/{run_id}", headers=AUTH))
         assert response.status == 200
         body = response.json_body()
         assert body["status"] == self.final[run_id]
         assert isinstance(body["inputs"], str) and json.loads(body["inputs"])["prompt"] == "a calm man"
 
-    @rule(run_id=runs)
+    @rule(run_id=MockMachine.keys)
     def download(self, run_id: str) -> None:
         for url in self.files[run_id]:
             parts = urlsplit(url)
             query = {k: v[0] for k, v in parse_qs(parts.query).items()}
             issued = float(query["timestamp"])
-            response = self.drive(self.server.request("GET", parts.path, query=query))
+            response = self.run(self.server.request("GET", parts.path, query=query))
             fresh = self.server.clock.now() - issued <= FILES_VALID_FOR
             assert response.status == (200 if fresh else 403), (response.status, fresh)
 
-    @rule(seconds=st.floats(min_value=0, max_value=200, allow_nan=False))
-    def advance(self, seconds: float) -> None:
-        self.server.clock.advance(seconds)
-
-    @invariant()
-    def the_mock_never_crashed(self) -> None:
-        assert self.server.errors == []
-
-    def teardown(self) -> None:
-        self.loop.run_until_complete(self.server.aclose())
-        self.loop.close()
 
 
 DifyRuns.TestCase.settings = settings(

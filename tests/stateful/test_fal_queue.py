@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import invariant, rule
 
-import contracts
-from mocks import MockServer
+from harness.stateful import MockMachine
 
 AUTH = {"Authorization": "Key k"}
-LIFECYCLE = contracts.load("fal").behaviour.lifecycle
-assert LIFECYCLE is not None
 RUNNERS = 2
 STATUS_CODE = {"IN_QUEUE": 202, "IN_PROGRESS": 202, "COMPLETED": 200}
 BODIES = st.fixed_dictionaries(
@@ -28,18 +24,14 @@ BODIES = st.fixed_dictionaries(
 )
 
 
-class FalQueue(RuleBasedStateMachine):
-    requests = Bundle("requests")
+class FalQueue(MockMachine):
+    provider = "fal"
+    server_options = {"options": {"runners": str(RUNNERS)}}
+    max_advance = 8.0
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.server = MockServer("fal", clock="manual", seed=0, options={"runners": str(RUNNERS)})
-        self.seen: dict[str, list[str]] = {}
         self.positions: dict[str, list[int]] = {}
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.loop.run_until_complete(self.server.request(method, path, **kwargs))
 
     def status(self, request_id: str) -> dict[str, Any]:
         response = self.call("GET", f"/fal-ai/flux-1/requests/{request_id}/status", headers=AUTH)
@@ -48,34 +40,32 @@ class FalQueue(RuleBasedStateMachine):
         assert "logs" in body  # fal-client indexes it directly
         return body
 
-    @rule(target=requests, body=BODIES)
+    @rule(target=MockMachine.keys, body=BODIES)
     def submit(self, body: dict[str, Any]) -> str:
         response = self.call("POST", "/fal-ai/flux-1/dev", json=body, headers=AUTH)
         assert response.status == 200, response.body
         data = response.json_body()
         assert data["status"] == "IN_QUEUE" and data["logs"] is None and data["metrics"] == {}
         assert data["status_url"].endswith(f"/fal-ai/flux-1/requests/{data['request_id']}/status")
-        self.seen[data["request_id"]] = ["IN_QUEUE"]
+        self.observe(data["request_id"], "IN_QUEUE")
         self.positions[data["request_id"]] = [data["queue_position"]]
         return str(data["request_id"])
 
-    @rule(request_id=requests)
+    @rule(request_id=MockMachine.keys)
     def poll(self, request_id: str) -> None:
         body = self.status(request_id)
-        history = self.seen[request_id]
-        assert LIFECYCLE.is_legal(history[-1], body["status"]), (history, body["status"])
-        history.append(body["status"])
+        self.observe(request_id, body["status"])
         if body["status"] == "IN_QUEUE":
             self.positions[request_id].append(body["queue_position"])
 
-    @rule(request_id=requests)
+    @rule(request_id=MockMachine.keys)
     def cancel(self, request_id: str) -> None:
         response = self.call("PUT", f"/fal-ai/flux-1/requests/{request_id}/cancel", headers=AUTH)
         assert response.status in (202, 400), response.body
         expected = {202: "CANCELLATION_REQUESTED", 400: "ALREADY_COMPLETED"}[response.status]
         assert response.json_body()["status"] == expected
 
-    @rule(request_id=requests)
+    @rule(request_id=MockMachine.keys)
     def result(self, request_id: str) -> None:
         state = self.status(request_id)["status"]
         response = self.call("GET", f"/fal-ai/flux-1/requests/{request_id}", headers=AUTH)
@@ -83,10 +73,6 @@ class FalQueue(RuleBasedStateMachine):
             assert response.status == 400
         else:
             assert response.status in (200, 400), response.body  # 400: it was cancelled
-
-    @rule(seconds=st.floats(min_value=0, max_value=8, allow_nan=False))
-    def advance(self, seconds: float) -> None:
-        self.server.clock.advance(seconds)
 
     @invariant()
     def queue_positions_never_rise(self) -> None:
@@ -98,13 +84,6 @@ class FalQueue(RuleBasedStateMachine):
         now = self.server.clock.now()
         running = [t for t in self.server.tasks if t.state(now) == "IN_PROGRESS"]
         assert len(running) <= RUNNERS
-
-    @invariant()
-    def the_mock_never_crashed(self) -> None:
-        assert self.server.errors == []
-
-    def teardown(self) -> None:
-        self.loop.close()
 
 
 FalQueue.TestCase.settings = settings(

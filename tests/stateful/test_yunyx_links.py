@@ -2,47 +2,33 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
-from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import rule
 from PIL import Image
 
 import contracts
-from mocks import MockServer
+from harness.stateful import MockMachine
 
 AUTH = {"Authorization": "Bearer k"}
 TTL = contracts.load("yunyx").behaviour.retention.image_url
 SIZES = ["1024x1024", "512x1024", "768x512", "768x1024", "1024x576", "576x1024"]
 
 
-class YunyxLinks(RuleBasedStateMachine):
-    links = Bundle("links")
+class YunyxLinks(MockMachine):
+    provider = "yunyx"
+    max_advance = 1800.0
+    drive_step = 0.5
 
     def __init__(self) -> None:
         super().__init__()
-        self.loop = asyncio.new_event_loop()
-        self.server = MockServer("yunyx", clock="manual", seed=0)
         self.issued: dict[str, tuple[float, tuple[int, int]]] = {}
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Answer a request, advancing the manual clock through the inference time."""
-
-        async def go() -> Any:
-            task = asyncio.ensure_future(self.server.request(method, path, **kwargs))
-            while not task.done():
-                self.server.clock.advance(0.5)
-                await asyncio.sleep(0)
-            return task.result()
-
-        return self.loop.run_until_complete(go())
-
-    @rule(target=links, size=st.sampled_from(SIZES),
+    @rule(target=MockMachine.keys, size=st.sampled_from(SIZES),
           model=st.sampled_from(["FLUX.1-schnell", "stable-diffusion-3-5-large"]))
     def generate(self, size: str, model: str) -> str:
         response = self.call("POST", "/v1/images/generations", headers=AUTH,
@@ -54,7 +40,7 @@ class YunyxLinks(RuleBasedStateMachine):
         self.issued[image["url"]] = (self.server.clock.now(), (width, height))
         return str(image["url"])
 
-    @rule(url=links)
+    @rule(url=MockMachine.keys)
     def download(self, url: str) -> None:
         parts = urlsplit(url)
         response = self.call("GET", parts.path, query=dict(parse_qsl(parts.query)))
@@ -65,17 +51,6 @@ class YunyxLinks(RuleBasedStateMachine):
             assert Image.open(io.BytesIO(response.body)).size == size
         else:
             assert response.status == 403
-
-    @rule(seconds=st.floats(min_value=0, max_value=1800, allow_nan=False))
-    def advance(self, seconds: float) -> None:
-        self.server.clock.advance(seconds)
-
-    @invariant()
-    def the_mock_never_crashed(self) -> None:
-        assert self.server.errors == []
-
-    def teardown(self) -> None:
-        self.loop.close()
 
 
 YunyxLinks.TestCase.settings = settings(
