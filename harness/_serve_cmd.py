@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from mocks import DEFAULT_PORTS, MockServer, TLSMaterial, start
+from mocks.engine import DriftSpec, Replay, apply_drift
 
 
 @dataclass
@@ -29,6 +30,8 @@ class ServeConfig:
     admin_token: str | None = None
     allow_hosts: tuple[str, ...] = ()
     as_json: bool = False
+    drifts: tuple[str, ...] = ()  # mocks.engine._drift specs: answers that deviate on purpose
+    replay: Path | None = None  # serve this recording instead of the providers
 
 
 def build_servers(config: ServeConfig) -> list[MockServer]:
@@ -48,6 +51,7 @@ def build_servers(config: ServeConfig) -> list[MockServer]:
             admin_token=config.admin_token,
             allow_hosts=config.allow_hosts,
         )
+        apply_drift(server, [DriftSpec.parse(d) for d in config.drifts])
         servers.append(server)
     return servers
 
@@ -68,6 +72,9 @@ def _options_for(provider: str, config: ServeConfig) -> dict[str, str]:
 
 async def run_serve(config: ServeConfig, emit: Callable[..., Any]) -> None:
     """Start the servers, announce them, and wait for SIGINT/SIGTERM."""
+    if config.replay is not None:
+        await _run_replay(config, emit)
+        return
     servers = build_servers(config)
     if config.port is not None:
         ports = {p: config.port for p in config.providers}
@@ -87,3 +94,19 @@ async def run_serve(config: ServeConfig, emit: Callable[..., Any]) -> None:
         await stop.wait()
     finally:
         await served.close()
+
+
+async def _run_replay(config: ServeConfig, emit: Callable[..., Any]) -> None:
+    """``serve --replay FILE``: answer from a recording until SIGINT/SIGTERM."""
+    assert config.replay is not None
+    replay = Replay.load(config.replay, time_scale=config.time_scale)
+    url = await replay.start(config.host, config.port or 0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        emit("listener", provider=replay.provider, role="api", url=url, primary=True)
+        await stop.wait()
+    finally:
+        await replay.close()

@@ -10,12 +10,14 @@ from __future__ import annotations
 from ._aiohttp import make_app
 from ._clock import Clock, ManualClock, ScaledClock, make_clock
 from ._deliver import Deliverer, Delivery, DeliveryPolicy, refusal
+from ._drift import DRIFTS, DriftSpec, apply_drift
 from ._faults import FAULTS, FaultError, FaultPlan, FaultSpec, parse_faults
 from ._http import BodyError, MockRequest, MockResponse, dumps
 from ._images import FORMATS, ImageSpec, ImageTokenError, ImageTokens, render
 from ._journal import Exchange, Journal, redact_headers, redact_query, redact_url
 from ._provider import Provider, Route, route
 from ._ratelimit import RateLimiter
+from ._replay import RecordedAnswer, Replay, ReplayError
 from ._respx import mock_router
 from ._serve import DEFAULT_PORTS, Listener, PortInUse, Served, TLSMaterial, start
 from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, Call, MockServer
@@ -26,6 +28,7 @@ from ._thread import ServeThread
 __all__ = [
     "ADMIN_PREFIX",
     "DEFAULT_PORTS",
+    "DRIFTS",
     "FAULTS",
     "FAULT_HEADER",
     "FORMATS",
@@ -36,6 +39,7 @@ __all__ = [
     "Deliverer",
     "Delivery",
     "DeliveryPolicy",
+    "DriftSpec",
     "Exchange",
     "FaultError",
     "FaultPlan",
@@ -53,6 +57,9 @@ __all__ = [
     "PortInUse",
     "Provider",
     "RateLimiter",
+    "RecordedAnswer",
+    "Replay",
+    "ReplayError",
     "Route",
     "ScaledClock",
     "ServeThread",
@@ -61,6 +68,7 @@ __all__ = [
     "TLSMaterial",
     "Task",
     "TaskStore",
+    "apply_drift",
     "dumps",
     "make_app",
     "make_clock",
