@@ -268,7 +268,7 @@ def _classify(result: ClientResult, exchanges: list[Exchange], drift: list[Drift
         return "drift", f"{len(drift)} deviation(s) from the contract"
     error = result.output.get("error") if isinstance(result.output, dict) else None
     if result.timed_out or (isinstance(error, dict) and error.get("kind") == "gave_up"):
-        return "timeout", redact_text(result.error) or "the task never finished"
+        return "timeout", f"no result within --timeout ({redact_text(result.error)})"
     if not result.ok:
         return "failed", redact_text(result.error) or "the client failed"
     return "healthy", "ok"
@@ -481,16 +481,19 @@ def render_terminal(results: list[ProbeResult], console: Any) -> None:
     from rich.table import Table
 
     table = Table(title="imagegen-conformance probe")
-    for col in ("provider", "status", *PHASES, "total", "message"):
-        table.add_column(col)
+    for col in ("provider", "status", *PHASES, "total"):
+        table.add_column(col, no_wrap=True)
     colour = {"healthy": "green", "drift": "yellow", "not_configured": "dim"}
     for r in results:
         table.add_row(
             r.provider, f"[{colour.get(r.status, 'red')}]{r.status}[/]",
             *(f"{r.phases[p]:.3f}s" if r.phases[p] is not None else "-" for p in PHASES),
-            f"{r.seconds:.2f}s", r.message,
+            f"{r.seconds:.2f}s",
         )
     console.print(table)
+    for r in results:
+        if r.status != "healthy":
+            console.print(f"{r.provider}: {r.status}: {r.message}", highlight=False, markup=False)
     for r in results:
         for d in r.drift:
             console.print(f"[yellow]drift[/] {r.provider} {d.rule} at [bold]{d.field or '-'}[/]: "

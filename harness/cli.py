@@ -101,6 +101,14 @@ def main() -> None:
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST",
               help="Also deliver webhooks/callbacks to this host (default: loopback only).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per listener.")
+@click.option("--drift", "drifts", multiple=True, metavar="SPEC",
+              help="Make answers deviate from the contract on purpose (to test drift detection): "
+                   "rename:OLD=NEW, drop:KEY or status:CODE, with ;op=OPERATION;times=N. "
+                   "See docs/probe.md.")
+@click.option("--replay", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Answer from a recording (proxy --record, JSON lines or HAR) instead of a mock: "
+                   "the n-th request of a path gets its n-th recorded answer, timing scaled by "
+                   "--time-scale. --port 0 for a free port.")
 def serve(**kwargs: Any) -> None:
     """Start provider mocks and print `<provider> <base-url>` once each accepts connections.
 
@@ -110,9 +118,19 @@ def serve(**kwargs: Any) -> None:
       imagegen-conformance serve --provider all --time-scale 50
       imagegen-conformance serve -p cloudsway --fault "http:503;op=getImageTask;times=2"
       imagegen-conformance serve -p fal --tls --tls-dir ./tls
+      imagegen-conformance serve --replay session.jsonl --port 0 --time-scale 10
 
     Stop with Ctrl-C or SIGTERM.
     """
+    for spec in kwargs["drifts"]:
+        try:
+            from mocks.engine import DriftSpec
+
+            DriftSpec.parse(spec)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--drift") from None
+    if kwargs["replay"] is not None:
+        kwargs["provider"] = kwargs["provider"] or ("all",)
     providers = _providers(kwargs.pop("provider"))
     if kwargs["port"] not in (None, 0) and len(providers) > 1:
         raise click.BadParameter("--port N needs exactly one --provider (0 is fine for many)",
@@ -296,9 +314,13 @@ def run(**kwargs: Any) -> None:
 @click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
               show_default=True, help="Time scale of the target mock (timing rules use it).")
 @click.option("--record", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Append every exchange and deviation (redacted) to this JSON-lines file.")
+              help="Record every exchange (redacted) to this file, for serve --replay or other "
+                   "tools (JSON lines are appended; HAR is rewritten).")
+@click.option("--record-format", type=click.Choice(["jsonl", "har"]), default="jsonl",
+              show_default=True, help="JSON lines (exchanges, deviations, image bytes, stream "
+                                      "timing) or an HTTP Archive 1.2.")
 def proxy(provider: str, target: str, host: str, port: int, time_scale: float,
-          record: Path | None) -> None:
+          record: Path | None, record_format: str) -> None:
     """A validating, recording reverse proxy in front of a mock or a live endpoint.
 
     \b
@@ -310,8 +332,10 @@ def proxy(provider: str, target: str, host: str, port: int, time_scale: float,
     Example:
       imagegen-conformance serve -p cloudsway --port 8701 &
       imagegen-conformance proxy -p cloudsway --target http://127.0.0.1:8701 --port 9701
+      imagegen-conformance proxy -p fal --target https://queue.fal.run --record s.jsonl
     """
     from ._proxy_cmd import run_proxy
+    from ._record import run_recording_proxy
 
     try:
         name = contracts.canonical(provider)
@@ -320,7 +344,11 @@ def proxy(provider: str, target: str, host: str, port: int, time_scale: float,
     if not target.startswith(("http://", "https://")):
         raise click.BadParameter(f"{target!r} is not an http(s) URL", param_hint="--target")
     try:
-        asyncio.run(run_proxy(name, target, host=host, port=port, time_scale=time_scale, record=record))
+        if record is not None:
+            asyncio.run(run_recording_proxy(name, target, record=record, fmt=record_format, host=host,
+                                            port=port, time_scale=time_scale))
+        else:
+            asyncio.run(run_proxy(name, target, host=host, port=port, time_scale=time_scale))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
@@ -363,3 +391,74 @@ def scenarios(provider: str) -> None:
         if setup:
             click.echo(f"    mock: {', '.join(setup)}")
         click.echo(f"    expect: {json.dumps(dict(scenario.expect.raw), ensure_ascii=False)}")
+
+
+@main.command(context_settings=CONTEXT)
+@click.option("--provider", "-p", "provider", multiple=True, metavar="ID|all",
+              help="Provider to probe (repeat or comma-separate); default all (those not configured "
+                   "are listed and skipped).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True, help="Real seconds the lifecycle may take before it counts as a "
+                                      "task that never finishes.")
+@click.option("--connect-timeout", type=click.FloatRange(min=0, min_open=True), default=10.0,
+              show_default=True, help="Real seconds to reach the base URL.")
+@click.option("--state", "state_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON file remembering when each drift was first seen (keep it between "
+                   "scheduled runs, e.g. in a CI cache).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the JSON report here ('-' for stdout).")
+@click.option("--junit", "junit_out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a JUnit XML report here.")
+@click.option("--prometheus", "prom_out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write the Prometheus text format here (textfile collector).")
+@click.option("--quiet", "-q", is_flag=True, help="No terminal table.")
+def probe(provider: tuple[str, ...], timeout: float, connect_timeout: float, state_path: Path | None,
+          json_out: Path | None, junit_out: Path | None, prom_out: Path | None, quiet: bool) -> None:
+    """Health-check live providers: the cheapest complete request, validated, every phase timed.
+
+    \b
+    Credentials and base URLs come from the environment:
+      cloudsway  CLOUDSWAY_API_KEY, CLOUDSWAY_ENDPOINT_PATH, CLOUDSWAY_BASE_URL (optional)
+      acedata    ACEDATACLOUD_API_TOKEN, ACEDATA_BASE_URL (optional)
+      fal        FAL_KEY, FAL_QUEUE_BASE_URL (optional), FAL_MODEL (optional)
+      yunyx      YUNYX_API_KEY, YUNYX_BASE_URL (optional)
+      dify       DIFY_API_KEY, DIFY_BASE_URL (required: Dify may be self-hosted)
+
+    \b
+    Exit status (several providers: the most severe, in this order):
+      3 unreachable     no connection to the base URL
+      5 unauthorized    the provider refused the key (401/403)
+      6 timeout         the task did not finish within --timeout
+      1 drift           the provider deviates from its contract
+      7 failed          an error answer or a failed task, without drift
+      4 not configured  credentials missing (with --provider all: only if none is configured)
+      0 healthy
+      2 usage error
+
+    \b
+    Examples:
+      imagegen-conformance probe -p fal
+      imagegen-conformance probe --state probe-state.json --junit probe.xml --prometheus probe.prom
+    """
+    from rich.console import Console
+
+    from ._probe import exit_code, render_json, render_junit, render_prometheus, render_terminal
+    from ._probe import probe as run_probe
+
+    names = _providers(provider)
+    every = not provider or any(part.strip() == "all" for value in provider for part in value.split(","))
+    console = Console(stderr=json_out == Path("-"))
+    results = asyncio.run(run_probe(names, timeout=timeout, connect_timeout=connect_timeout,
+                                    state_path=state_path))
+    code = exit_code(results, every=every)
+    if not quiet:
+        render_terminal(results, console)
+    for path, text in ((json_out, render_json(results, code)), (junit_out, render_junit(results)),
+                       (prom_out, render_prometheus(results))):
+        if path is None:
+            continue
+        if path == Path("-"):
+            click.echo(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+    sys.exit(code)
