@@ -1,9 +1,8 @@
 """What the harness needs to know about a provider beyond its OpenAPI document, as data.
 
-It is read from the ``conformance:`` section of ``contracts/<id>/behaviour.yaml``;
-``harness/profiles/<id>.yaml`` fills in whatever that section does not say yet (the
-contract wins, key by key and operation by operation). Nothing here is code about one
-provider: every rule reads these fields.
+It is read from the ``conformance:`` section of ``contracts/<id>/behaviour.yaml``, the one
+place provider knowledge lives. Nothing here is code about one provider: every rule reads
+these fields.
 
 .. code-block:: yaml
 
@@ -28,10 +27,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from typing import Any
-
-import yaml
 
 import contracts
 from contracts import Contract
@@ -211,7 +207,7 @@ class Profile:
     env: Mapping[str, str]
     reference_client: str | None
     retryable_4xx: tuple[int, ...]
-    source: str  # "behaviour.yaml" or "harness/profiles/<id>.yaml"
+    source: str  # where the profile came from: "contracts/<id>/behaviour.yaml"
     after_terminal_polls: int = 0  # polls a client may still make after a terminal state
     retry_backoff_min: float | None = None  # smallest wait before retrying a 5xx (provider s)
 
@@ -239,20 +235,10 @@ def _state_map(raw: Any) -> dict[str, str]:
 
 @cache
 def profile(provider: str) -> Profile:
-    """The conformance profile of a provider (its contract's, or the harness's fallback)."""
+    """The conformance profile of a provider, from its contract's ``conformance:`` section."""
     contract = contracts.load(provider)
-    own = contract.behaviour.raw.get("conformance") or {}
-    path = resources.files("harness").joinpath("profiles", f"{contract.provider}.yaml")
-    fallback = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
-    # The contract's own section wins; the harness's file fills in what it does not say yet.
-    raw = {**fallback, **own}
-    merged = {k: dict(v or {}) for k, v in (fallback.get("operations") or {}).items()}
-    for op_id, spec in (own.get("operations") or {}).items():
-        merged[op_id] = {**merged.get(op_id, {}), **(spec or {})}
-    raw["operations"] = merged
-    sources = [name for name, part in (("behaviour.yaml", own),
-                                       (f"harness/profiles/{contract.provider}.yaml", fallback)) if part]
-    source = " + ".join(sources) or "(none)"
+    raw = dict(contract.behaviour.raw.get("conformance") or {})
+    source = f"contracts/{contract.provider}/behaviour.yaml" if raw else "(none)"
     ops: dict[str, OperationProfile] = {}
     for op_id, spec in (raw.get("operations") or {}).items():
         op = contract.operation(op_id)  # fails naming the known ones
