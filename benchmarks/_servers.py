@@ -1,51 +1,69 @@
-"""Servers under test, each started in its own process: the mock, and a bare aiohttp baseline.
+"""Servers under test, each started in its own process: a mock, or a bare aiohttp baseline.
 
-    python -m benchmarks._servers mock cloudsway
-    python -m benchmarks._servers bare cloudsway
+    python -m benchmarks._servers mock cloudsway [--time-scale S] [--fault SPEC]...
+    python -m benchmarks._servers bare
 
-Each prints its base URL on stdout once it accepts connections.
+Each prints one JSON line, ``{"role": url, ...}``, once it accepts connections.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
-import sys
+import json
 import uuid
 
 from aiohttp import web
 
+#: What the bare handler answers: about the size of a provider's status answer.
+BARE_BODY = {
+    "status": "pending", "completed": False, "imageUrls": [], "taskId": str(uuid.UUID(int=0)),
+    "message": "", "progress": 0,
+}
+
 
 def bare_app() -> web.Application:
-    """The least an aiohttp handler can do for the same two routes: fixed JSON, no state."""
+    """The least an aiohttp handler can do: read the body, answer fixed JSON, keep no state."""
 
     async def create(request: web.Request) -> web.Response:
         await request.read()
         return web.json_response({"status": "success", "taskId": str(uuid.uuid4())})
 
-    async def query(request: web.Request) -> web.Response:
-        return web.json_response({"status": "pending", "completed": False, "imageUrls": []})
+    async def anything(request: web.Request) -> web.Response:
+        await request.read()
+        delay = request.headers.get("X-Bare-Latency-Ms")
+        if delay:
+            await asyncio.sleep(float(delay) / 1000)
+        return web.json_response(BARE_BODY)
 
     app = web.Application()
     app.router.add_post("/v2/ai/{endpoint}/images/generations", create)
-    app.router.add_get("/v2/ai/{endpoint}/images/tasks/{task_id}", query)
+    app.router.add_route("*", "/{tail:.*}", anything)
     return app
 
 
-async def main(kind: str, provider: str) -> None:
-    if kind == "bare":
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("kind", choices=["mock", "bare"])
+    parser.add_argument("provider", nargs="?", default="cloudsway")
+    parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument("--fault", action="append", default=[])
+    args = parser.parse_args()
+    if args.kind == "bare":
         runner = web.AppRunner(bare_app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        print(f"http://127.0.0.1:{port}", flush=True)
+        print(json.dumps({"api": f"http://127.0.0.1:{port}"}), flush=True)
     else:
         from mocks import MockServer, start
 
-        served = await start([MockServer(provider, seed=1)], ports={provider: 0})
-        print(served.url(provider), flush=True)
+        server = MockServer(args.provider, seed=1, time_scale=args.time_scale, faults=args.fault)
+        served = await start([server], ports={server.provider_id: 0})
+        print(json.dumps({item.role: item.url for item in served.listeners}), flush=True)
     await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "cloudsway"))
+    asyncio.run(main())

@@ -1,26 +1,20 @@
-"""Create+poll throughput of the Cloudsway mock next to a bare aiohttp handler, same run."""
+"""Create+poll throughput of the Cloudsway mock next to a bare aiohttp handler, same run.
+
+The load comes from aiohttp's own client (the realistic client, slower than the server).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
 import aiohttp
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from ._proc import ServerProcess
+
 AUTH = {"Authorization": "Bearer bench"}
 BODY = {"prompts": "benchmark", "aspect_ratio": "1:1", "step": 4}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 @dataclass
@@ -67,20 +61,14 @@ async def _load(base: str, seconds: float, concurrency: int, polls: int) -> tupl
 
 
 def measure(kind: str, seconds: float, concurrency: int = 32, polls: int = 3) -> Result:
-    proc = subprocess.Popen([sys.executable, "-m", "benchmarks._servers", kind, "cloudsway"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        base = proc.stdout.readline().strip()
+    with ServerProcess(kind, "cloudsway") as server:
+        base = server.url
         asyncio.run(_load(base, 1.0, concurrency, polls))  # warm-up
-        cpu0 = cpu_seconds(proc.pid)
+        cpu0 = server.cpu()
         t0 = time.perf_counter()
         done, errors = asyncio.run(_load(base, seconds, concurrency, polls))
         elapsed = time.perf_counter() - t0
-        cpu = cpu_seconds(proc.pid) - cpu0
-    finally:
-        proc.terminate()
-        proc.wait(10)
+        cpu = server.cpu() - cpu0
     return Result(kind, done, errors, elapsed, cpu)
 
 

@@ -1,0 +1,327 @@
+"""The measurements of issue 9, each returning a dict of figures (all in one run, one machine)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+
+from ._loadgen import hammer, hammer_processes, request_bytes
+from ._proc import ServerProcess, drain, rss_bytes
+
+AUTH = {"cloudsway": "Bearer bench", "acedata": "Bearer bench", "fal": "Key bench",
+        "yunyx": "Bearer bench", "dify": "Bearer app-bench"}
+JSON = {"Content-Type": "application/json"}
+
+
+# --- 1. status-poll throughput next to a bare aiohttp handler ----------------------------------
+
+async def _create_tasks(provider: str, urls: dict[str, str], count: int) -> list[str]:
+    """Tasks to poll, created over the socket as a client would."""
+    auth = {"Authorization": AUTH[provider]}
+    ids = []
+    async with aiohttp.ClientSession(headers=auth) as http:
+        for n in range(count):
+            if provider == "cloudsway":
+                async with http.post(f"{urls['api']}/v2/ai/bench/images/generations",
+                                     json={"prompts": f"b{n}", "aspect_ratio": "1:1", "step": 4}) as r:
+                    ids.append((await r.json())["taskId"])
+            elif provider == "acedata":
+                async with http.post(f"{urls['api']}/flux/images", json={
+                        "action": "generate", "prompt": f"b{n}", "model": "flux-dev",
+                        "size": "1024x1024", "async": True}) as r:
+                    ids.append((await r.json())["task_id"])
+            elif provider == "fal":
+                async with http.post(f"{urls['queue']}/fal-ai/flux-1/dev", json={"prompt": f"b{n}"}) as r:
+                    ids.append((await r.json())["request_id"])
+            elif provider == "dify":
+                async with http.post(f"{urls['api']}/v1/workflows/run", json={
+                        "inputs": {"prompt": f"b{n}"}, "response_mode": "blocking", "user": "b"}) as r:
+                    ids.append((await r.json())["workflow_run_id"])
+    return ids
+
+
+def _poll_request(provider: str, urls: dict[str, str], ids: list[str]) -> Callable[[int], bytes]:
+    """The provider's status poll, over the task ids in turn, as ready-made bytes."""
+    auth = {"Authorization": AUTH[provider]}
+    if provider == "cloudsway":
+        reqs = [request_bytes(f"{urls['api']}/v2/ai/bench/images/tasks/{i}", headers=auth) for i in ids]
+    elif provider == "acedata":
+        reqs = [request_bytes(f"{urls['api']}/flux/tasks", "POST", {**auth, **JSON},
+                              json.dumps({"action": "retrieve", "id": i}).encode()) for i in ids]
+    elif provider == "fal":
+        reqs = [request_bytes(f"{urls['queue']}/fal-ai/flux-1/requests/{i}/status", headers=auth)
+                for i in ids]
+    else:
+        reqs = [request_bytes(f"{urls['api']}/v1/workflows/run/{i}", headers=auth) for i in ids]
+    return lambda n: reqs[n % len(reqs)]
+
+
+def _measure(server: ServerProcess, make: Callable[[int], bytes], seconds: float,
+             concurrency: int) -> dict[str, float]:
+    asyncio.run(hammer(server.url, make, concurrency=concurrency, seconds=0.5))  # warm-up
+    cpu0 = server.cpu()
+    result = asyncio.run(hammer(server.url, make, concurrency=concurrency, seconds=seconds,
+                                ok=lambda s: s < 500))
+    cpu = server.cpu() - cpu0
+    return {"rps": result.rps, "per_cpu_second": result.requests / cpu if cpu else float("nan"),
+            "errors": result.errors, "requests": result.requests}
+
+
+def poll_throughput(seconds: float, concurrency: int = 32) -> dict[str, Any]:
+    """Each provider's status poll vs a bare aiohttp handler answering fixed JSON."""
+    with ServerProcess("bare") as bare:
+        make = (lambda req: (lambda n: req))(request_bytes(
+            f"{bare.url}/v2/ai/bench/images/tasks/0", headers={"Authorization": "Bearer bench"}))
+        baseline = _measure(bare, make, seconds, concurrency)
+    out: dict[str, Any] = {"bare": baseline, "providers": {}}
+    for provider in ("cloudsway", "acedata", "fal", "dify"):
+        # Dify's polls are of finished runs (a blocking run must end first: 1000x); the others
+        # poll tasks still running at real speed.
+        scale = "1000" if provider == "dify" else "1"
+        with ServerProcess("mock", provider, "--time-scale", scale) as srv:
+            ids = asyncio.run(_create_tasks(provider, srv.urls, 64))
+            figures = _measure(srv, _poll_request(provider, srv.urls, ids), seconds, concurrency)
+        figures["ratio_rps"] = figures["rps"] / baseline["rps"]
+        figures["ratio_capacity"] = figures["per_cpu_second"] / baseline["per_cpu_second"]
+        out["providers"][provider] = figures
+    out["providers"]["yunyx"] = None  # synchronous: no status endpoint to poll
+    out["target"] = 0.6
+    return out
+
+
+# --- 2. 100 pollers, 50 ms of injected latency -------------------------------------------------
+
+def _latency_run(srv: ServerProcess, reqs: list[bytes], seconds: float, clients: int,
+                 stagger: float, ideal: float) -> dict[str, Any]:
+    cpu0 = srv.cpu()
+    # Two client processes: one Python process answering 2,000 responses a second adds its own
+    # queueing to every latency it measures.
+    result = hammer_processes(srv.url, reqs, concurrency=clients, seconds=seconds, stagger=stagger)
+    cpu = srv.cpu() - cpu0
+    lat = sorted(result.latencies)
+    return {"rps": result.rps, "fraction": result.rps / ideal, "errors": result.errors,
+            "median_ms": lat[len(lat) // 2] * 1000, "p99_ms": lat[int(len(lat) * 0.99)] * 1000,
+            "server_cpu_fraction": cpu / result.seconds}
+
+
+def latency_pollers(seconds: float, clients: int = 100, latency_ms: int = 50) -> dict[str, Any]:
+    ideal = clients / (latency_ms / 1000)
+    out: dict[str, Any] = {"clients": clients, "latency_ms": latency_ms, "ideal_rps": ideal,
+                           "target": 0.9}
+    with ServerProcess("bare") as bare:
+        req = request_bytes(f"{bare.url}/v2/ai/bench/images/tasks/0",
+                            headers={"X-Bare-Latency-Ms": str(latency_ms)})
+        out["bare"] = _latency_run(bare, [req], seconds, clients, latency_ms / 1000, ideal)
+    with ServerProcess("mock", "cloudsway", "--fault", f"latency:{latency_ms};op=getImageTask") as srv:
+        ids = asyncio.run(_create_tasks("cloudsway", srv.urls, clients))
+        make = _poll_request("cloudsway", srv.urls, ids)
+        reqs = [make(n) for n in range(len(ids))]
+        asyncio.run(hammer(srv.url, make, concurrency=clients, seconds=0.5))
+        # Independent clients (random start within one latency period), and all in step (every
+        # client starting together: the answers then come back in bursts, and each burst waits
+        # behind itself).
+        out["independent"] = _latency_run(srv, reqs, seconds, clients, latency_ms / 1000, ideal)
+        out["in_step"] = _latency_run(srv, reqs, seconds, clients, 0.0, ideal)
+    out["ratio_to_bare"] = out["independent"]["rps"] / out["bare"]["rps"]
+    return out
+
+
+# --- 3. the validating proxy's added latency --------------------------------------------------
+
+def proxy_latency(requests: int = 2_000) -> dict[str, Any]:
+    with ServerProcess("mock", "cloudsway") as srv:
+        ids = asyncio.run(_create_tasks("cloudsway", srv.urls, 16))
+        proxy = subprocess.Popen(
+            [sys.executable, "-m", "harness", "proxy", "-p", "cloudsway", "--target", srv.url,
+             "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert proxy.stdout is not None
+            banner = proxy.stdout.readline()
+            drain(proxy.stdout)
+            via = banner.split(" proxy ", 1)[1].split(" -> ", 1)[0].strip()
+
+            def run(base: str) -> list[float]:
+                make = _poll_request("cloudsway", {"api": base}, ids)
+                asyncio.run(hammer(base, make, concurrency=1, seconds=0.3))  # warm-up
+                lat: list[float] = []
+                while len(lat) < requests:
+                    got = asyncio.run(hammer(base, make, concurrency=1, seconds=0.5, keep_latencies=True))
+                    lat += got.latencies
+                return lat[:requests]
+
+            direct, proxied = run(srv.url), run(via)
+        finally:
+            proxy.terminate()
+            proxy.wait(10)
+            if proxy.stdout:
+                proxy.stdout.close()
+
+    def pct(values: list[float], q: float) -> float:
+        return sorted(values)[min(len(values) - 1, int(q * len(values)))] * 1000
+
+    return {
+        "requests": requests,
+        "direct_median_ms": pct(direct, 0.5), "direct_p99_ms": pct(direct, 0.99),
+        "proxy_median_ms": pct(proxied, 0.5), "proxy_p99_ms": pct(proxied, 0.99),
+        "added_median_ms": pct(proxied, 0.5) - pct(direct, 0.5),
+        "added_p99_ms": pct(proxied, 0.99) - pct(direct, 0.99),
+        "target_median_ms": 1.0,
+    }
+
+
+# --- 4. 1,000 Dify SSE streams on one process -------------------------------------------------
+
+async def _hold_streams(url: str, count: int, hold: float, interval: float) -> dict[str, Any]:
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"inputs": {"prompt": "p"}, "response_mode": "streaming", "user": "b"}).encode()
+    req = request_bytes(f"{url}/v1/workflows/run", "POST",
+                        {"Authorization": AUTH["dify"], **JSON}, body)
+    pings: list[list[float]] = [[] for _ in range(count)]
+    opened = asyncio.Event()
+    started = 0
+    stop_at: float = 0.0
+
+    async def one(i: int) -> None:
+        nonlocal started
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(req)
+        await reader.readuntil(b"\r\n\r\n")
+        started += 1
+        if started == count:
+            opened.set()
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                if b"event: ping" in line or b'"event": "ping"' in line or b'"event":"ping"' in line:
+                    pings[i].append(time.perf_counter())
+                if stop_at and time.perf_counter() > stop_at:
+                    return
+        finally:
+            writer.close()
+
+    jobs = [asyncio.ensure_future(one(i)) for i in range(count)]
+    await asyncio.wait_for(opened.wait(), 60)
+    t_open = time.perf_counter()
+    stop_at = t_open + hold
+    await asyncio.sleep(hold + interval)
+    for job in jobs:
+        job.cancel()
+    await asyncio.gather(*jobs, return_exceptions=True)
+    late = total = 0
+    worst = 0.0
+    for times in pings:
+        seen = [t for t in times if t >= t_open]
+        for a, b in itertools.pairwise(seen):
+            total += 1
+            gap = b - a
+            worst = max(worst, gap)
+            late += gap > interval * 1.25
+    return {"gaps": total, "late": late, "worst_gap_s": worst,
+            "streams_with_pings": sum(1 for t in pings if t)}
+
+
+def dify_streams(count: int = 1_000, hold: float = 4.0) -> dict[str, Any]:
+    scale = 10.0  # Dify pings every 10 provider seconds: every second here
+    interval = 10.0 / scale
+    with ServerProcess("mock", "dify", "--time-scale", str(scale), "--fault", "never_finish") as srv:
+        time.sleep(0.3)
+        before = srv.rss()
+        figures = asyncio.run(_hold_streams(srv.url, count, hold, interval))
+        # RSS is read while the streams are still open: _hold_streams cancels them only after.
+        after = srv.rss()
+    figures.update({"streams": count, "ping_interval_s": interval, "rss_before_mb": before / 2**20,
+                    "rss_delta_mb": (after - before) / 2**20,
+                    "kb_per_stream": (after - before) / count / 1024})
+    return figures
+
+
+# --- 5. memory of 100,000 retained tasks ----------------------------------------------------
+
+def retained_tasks(count: int = 100_000, providers: tuple[str, ...] = ("cloudsway", "fal")) -> dict[str, Any]:
+    out: dict[str, Any] = {"count": count, "target_mb": 150}
+    for provider in providers:
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "benchmarks._tasks_mem", provider, str(count)],
+                              capture_output=True, text=True, check=True)
+        figures = json.loads(done.stdout.strip().splitlines()[-1])
+        figures["seconds"] = time.perf_counter() - t0
+        out[provider] = figures
+    return out
+
+
+# --- 6. the whole scenario catalogue with the reference clients ---------------------------------
+
+def scenario_catalogue() -> dict[str, Any]:
+    import contracts
+    import harness
+
+    out: dict[str, Any] = {"providers": {}, "target_s": 20.0}
+    t_all = time.perf_counter()
+    for provider in contracts.available():
+        try:
+            client = harness.load_client(f"harness.clients.{provider}:run")
+        except ValueError:
+            out["providers"][provider] = {"skipped": "no reference client"}
+            continue
+        t0 = time.perf_counter()
+        report = asyncio.run(harness.run(harness.RunOptions(provider, client)))
+        out["providers"][provider] = {
+            "scenarios": len(report.results), "ok": report.ok,
+            "seconds": time.perf_counter() - t0,
+        }
+    out["seconds"] = time.perf_counter() - t_all
+    out["scenarios"] = sum(p.get("scenarios", 0) for p in out["providers"].values())
+    return out
+
+
+# --- 7. start-up of `serve --provider all` ----------------------------------------------------
+
+def startup(runs: int = 3) -> dict[str, Any]:
+    exe = os.path.join(os.path.dirname(sys.executable), "imagegen-conformance")
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "harness"]
+    firsts, alls = [], []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([*cmd, "serve", "--provider", "all", "--port", "0", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert proc.stdout is not None
+            first = None
+            answered = 0
+            while answered < 5:
+                item = json.loads(proc.stdout.readline())
+                if not item.get("primary"):
+                    continue
+                async def ask(url: str) -> int:
+                    async with aiohttp.ClientSession() as http, http.get(url + "/__mock/health") as r:
+                        return r.status
+                assert asyncio.run(ask(item["url"])) == 200
+                answered += 1
+                if first is None:
+                    first = time.perf_counter() - t0
+            alls.append(time.perf_counter() - t0)
+            assert first is not None
+            firsts.append(first)
+        finally:
+            proc.terminate()
+            proc.wait(10)
+            if proc.stdout:
+                proc.stdout.close()
+    return {"runs": runs, "first_answer_s": statistics.median(firsts),
+            "all_answered_s": statistics.median(alls), "target_s": 1.5}
+
+
+def own_rss_mb() -> float:
+    return rss_bytes(os.getpid()) / 2**20
