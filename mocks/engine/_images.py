@@ -65,11 +65,9 @@ def render(spec: ImageSpec) -> bytes:
     bands = 6
     for i in range(bands):
         colour = (key[3 + 3 * i], key[4 + 3 * i], key[5 + 3 * i])
-        x0 = spec.width * i // bands
-        draw.rectangle(
-            [x0, spec.height // 4, spec.width * (i + 1) // bands - 1, spec.height * 3 // 4],
-            fill=colour,
-        )
+        x0, x1 = spec.width * i // bands, spec.width * (i + 1) // bands - 1
+        if x1 >= x0:  # an image narrower than the bands gets fewer of them
+            draw.rectangle([x0, spec.height // 4, x1, spec.height * 3 // 4], fill=colour)
     out = io.BytesIO()
     pil_format = FORMATS[spec.fmt][0]
     if pil_format == "JPEG":

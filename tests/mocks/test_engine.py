@@ -260,3 +260,10 @@ async def test_public_url_rewrites_links_of_the_primary_host_only() -> None:
     other = MockRequest.build("GET", "/x", role="elsewhere", base_url="http://127.0.0.1:9")
     await server.dispatch(other)
     assert other.base_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.parametrize("size", [(1, 1), (1, 156), (5, 3), (4096, 1)], ids=str)
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_tiny_and_thin_images_render_at_their_size(size: tuple[int, int], fmt: str) -> None:
+    image = Image.open(io.BytesIO(render(ImageSpec.of(*size, fmt=fmt))))
+    assert image.size == size
