@@ -59,12 +59,13 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
                      f"{r['mock']['per_cpu_second']:.0f}", f"{r['ratio_capacity']:.2f}", "≥ 0.60",
                      _mark(r["ratio_capacity"] >= 0.6)))
     elif name == "polls":
-        bare = r["bare"]
         for provider, p in r["providers"].items():
             if p is None:
                 rows.append((f"status poll: {provider}", "", "no status endpoint (synchronous)", "", "", ""))
                 continue
-            rows.append((f"status poll req per server CPU-s: {provider}", f"{bare['per_cpu_second']:.0f}",
+            bare = p["bare"]
+            rows.append((f"status poll req per server CPU-s: {provider} ({p['answer_bytes']} B)",
+                         f"{bare['per_cpu_second']:.0f} ({bare['rps']:.0f}/s achieved)",
                          f"{p['per_cpu_second']:.0f} ({p['rps']:.0f}/s achieved)",
                          f"{p['ratio_capacity']:.2f}", "≥ 0.60", _mark(p["ratio_capacity"] >= 0.6)))
     elif name == "latency":

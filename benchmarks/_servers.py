@@ -34,6 +34,9 @@ def bare_app() -> web.Application:
         delay = request.headers.get("X-Bare-Latency-Ms")
         if delay:
             await asyncio.sleep(float(delay) / 1000)
+        size = request.headers.get("X-Bare-Body-Bytes")
+        if size:  # the same payload size as the mock's answer it is compared with
+            return web.json_response({"pad": "x" * max(0, int(size) - 10)})
         return web.json_response(BARE_BODY)
 
     app = web.Application()

@@ -77,25 +77,47 @@ def _measure(server: ServerProcess, make: Callable[[int], bytes], seconds: float
             "errors": result.errors, "requests": result.requests}
 
 
-def poll_throughput(seconds: float, concurrency: int = 32) -> dict[str, Any]:
-    """Each provider's status poll vs a bare aiohttp handler answering fixed JSON."""
+async def _answer_size(url: str, req: bytes) -> int:
+    from urllib.parse import urlsplit
+
+    from ._loadgen import _read_response
+
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(req)
+    _, body = await _read_response(reader)
+    writer.close()
+    return len(body)
+
+
+def _bare(seconds: float, concurrency: int, size: int | None = None) -> dict[str, float]:
+    headers = {"Authorization": "Bearer bench"}
+    if size is not None:
+        headers["X-Bare-Body-Bytes"] = str(size)
     with ServerProcess("bare") as bare:
-        make = (lambda req: (lambda n: req))(request_bytes(
-            f"{bare.url}/v2/ai/bench/images/tasks/0", headers={"Authorization": "Bearer bench"}))
-        baseline = _measure(bare, make, seconds, concurrency)
-    out: dict[str, Any] = {"bare": baseline, "providers": {}}
+        req = request_bytes(f"{bare.url}/v2/ai/bench/images/tasks/0", headers=headers)
+        return _measure(bare, lambda n: req, seconds, concurrency)
+
+
+def poll_throughput(seconds: float, concurrency: int = 32) -> dict[str, Any]:
+    """Each provider's status poll vs a bare aiohttp handler answering as many bytes of JSON."""
+    out: dict[str, Any] = {"providers": {}, "target": 0.6}
     for provider in ("cloudsway", "acedata", "fal", "dify"):
         # Dify's polls are of finished runs (a blocking run must end first: 1000x); the others
         # poll tasks still running at real speed.
         scale = "1000" if provider == "dify" else "1"
         with ServerProcess("mock", provider, "--time-scale", scale) as srv:
             ids = asyncio.run(_create_tasks(provider, srv.urls, 64))
-            figures = _measure(srv, _poll_request(provider, srv.urls, ids), seconds, concurrency)
+            make = _poll_request(provider, srv.urls, ids)
+            size = asyncio.run(_answer_size(srv.url, make(0)))
+            figures: dict[str, Any] = dict(_measure(srv, make, seconds, concurrency))
+        baseline = _bare(seconds, concurrency, size)
+        figures["answer_bytes"] = size
+        figures["bare"] = baseline
         figures["ratio_rps"] = figures["rps"] / baseline["rps"]
         figures["ratio_capacity"] = figures["per_cpu_second"] / baseline["per_cpu_second"]
         out["providers"][provider] = figures
     out["providers"]["yunyx"] = None  # synchronous: no status endpoint to poll
-    out["target"] = 0.6
     return out
 
 
