@@ -302,6 +302,15 @@ class FalProvider(Provider):
                 data[name] = int(float(value))
             elif isinstance(value, float) and value.is_integer():
                 data[name] = int(value)
+        size = data.get("image_size")
+        if isinstance(size, dict):
+            # pydantic's lax int also takes whole floats inside the size object (156.0 -> 156)
+            size = dict(size)
+            for name in ("width", "height"):
+                value = size.get(name)
+                if isinstance(value, float) and value.is_integer():
+                    size[name] = int(value)
+            data["image_size"] = size
         value = data.get("guidance_scale")
         if isinstance(value, str) and _NUMBER.match(value):
             data["guidance_scale"] = float(value)
@@ -690,10 +699,12 @@ def _truthy(value: str | None) -> bool:
 
 
 def _float(value: str | None) -> float | None:
+    """A finite, non-negative number of seconds; anything else is no timeout ([I])."""
     try:
-        return None if value is None else float(value)
+        number = None if value is None else float(value)
     except ValueError:
         return None
+    return number if number is not None and math.isfinite(number) and number >= 0 else None
 
 
 def _log(message: str, at: float, level: str = "INFO") -> dict[str, Any]:

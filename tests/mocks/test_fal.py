@@ -816,3 +816,31 @@ async def test_any_json_body_gets_a_fal_answer_and_never_crashes(body: Any) -> N
         sync = await server.request("POST", SUBMIT, json=body, headers=AUTH, role="run")
         assert sync.status == 422 and sync.json_body() == done.json_body()
     assert server.errors == []
+
+
+async def test_whole_float_image_size_is_an_integer_size_and_its_image_renders() -> None:
+    # Regression (schemathesis): {"width": 1.0, "height": 156.0} crashed the image download.
+    server = manual()
+    body = {"prompt": "x", "image_size": {"width": 1.0, "height": 156.0}}
+    rid = (await submit(server, body))["request_id"]
+    done = await finish(server, rid)
+    image = conforms("getRequestResult", done)["images"][0]
+    assert (image["width"], image["height"]) == (1, 156)
+    assert isinstance(image["width"], int)
+    link = image["url"][image["url"].index("/files/"):]
+    picture = await server.request("GET", link)
+    assert picture.status == 200
+    assert Image.open(io.BytesIO(picture.body)).size == (1, 156)
+    assert server.errors == []
+
+
+@pytest.mark.parametrize("value", ["WviHegJcX Ox:b/T9%/]tfX.i8", "d7bA", "", "nan", "inf", "-1e308", "-5"])
+async def test_garbage_request_timeout_header_is_no_timeout(value: str) -> None:
+    # Regression (schemathesis): a garbage or negative x-fal-request-timeout never crashes, and
+    # the request runs to its output as if the header were absent.
+    server = manual()
+    rid = (await submit(server, x_fal_request_timeout=value))["request_id"]
+    done = await finish(server, rid)
+    assert done.status == 200, done.body
+    conforms("getRequestResult", done)
+    assert server.errors == []
