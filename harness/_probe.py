@@ -105,6 +105,7 @@ class Drift:
     first_seen: str
     last_seen: str
     severity: str
+    expectation: str = ""  # the contract's expectation in words
 
     @property
     def key(self) -> str:
@@ -365,8 +366,17 @@ def _drift(provider: str, deviations: list[Deviation], result: ClientResult,
             continue
         first = seen.get(key, {}).get("first_seen", now)
         out.append(Drift(provider, d.rule, d.path, d.expected, d.actual, d.message, first, now,
-                         d.severity.label))
+                         d.severity.label, _expectation(d)))
     return out
+
+
+def _expectation(d: Deviation) -> str:
+    """``schema required: 'seed' is a required property``; a list of documented statuses..."""
+    expected = d.expected if isinstance(d.expected, str) else json.dumps(d.expected, default=str)
+    detail = d.message.split(": ", 1)[1] if ": " in d.message else ""
+    if d.rule == "schema.status":
+        return f"one of the documented statuses {expected}"
+    return f"{expected}: {detail}" if detail and detail not in expected else expected
 
 
 async def probe(
@@ -424,7 +434,7 @@ def render_junit(results: list[ProbeResult]) -> str:
             dcase = ET.SubElement(suite, "testcase", classname=f"probe.{r.provider}.drift",
                                   name=f"{d.rule} {d.field or ''}".strip())
             ET.SubElement(dcase, "failure", message=d.message, type="drift").text = (
-                f"field: {d.field}\nexpected: {json.dumps(d.expected, default=str)}\n"
+                f"field: {d.field}\nexpected: {d.expectation}\n"
                 f"actual: {json.dumps(d.actual, default=str)}\nfirst seen: {d.first_seen}"
             )
     suite.set("tests", str(tests))
@@ -498,7 +508,8 @@ def render_terminal(results: list[ProbeResult], console: Any) -> None:
         for d in r.drift:
             console.print(f"[yellow]drift[/] {r.provider} {d.rule} at [bold]{d.field or '-'}[/]: "
                           f"{d.message}", highlight=False)
-            console.print(f"    expected: {_short(d.expected)}\n    provider: {_short(d.actual)}\n"
+            console.print(f"    expected: {_short(d.expectation or d.expected)}\n"
+                          f"    provider: {_short(d.actual)}\n"
                           f"    first seen: {d.first_seen}", highlight=False, markup=False)
 
 

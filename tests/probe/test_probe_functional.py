@@ -85,6 +85,8 @@ async def test_a_drifting_mock_is_reported_with_field_expectation_and_first_seen
     assert "response.body$.request_id" in by_field, by_field
     assert any(d["rule"] == "schema.status" and d["actual"] == 201 for d in result["drift"]), by_field
     assert "response.body$.seed" in by_field, by_field
+    assert "'seed' is a required property" in by_field["response.body$.seed"]["expectation"]
+    assert "requestId" in str(by_field["response.body$.request_id"]["actual"])  # what it said
     for drift in result["drift"]:
         assert drift["expected"] is not None and drift["first_seen"] and drift["message"]
     first_seen = {d["field"]: d["first_seen"] for d in result["drift"]}
