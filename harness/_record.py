@@ -12,6 +12,7 @@ links in bodies are redacted before anything is written.
 from __future__ import annotations
 
 import base64
+import codecs
 import json
 import time
 from pathlib import Path
@@ -34,6 +35,28 @@ def _binary(ctype: str) -> bool:
 
 def _iso(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
+
+
+def _events(chunks: list[tuple[float, bytes]], ctype: str) -> list[tuple[float, str]]:
+    """A stream's chunks regrouped into whole events, each at the offset its end arrived.
+
+    Redacting chunk by chunk could miss a signature split across two chunks.
+    """
+    sep = "\n\n" if ctype == "text/event-stream" else "\n"
+    out: list[tuple[float, str]] = []
+    pending = ""
+    offset = 0.0
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # characters split by chunks
+    for offset, chunk in chunks:
+        pending += decoder.decode(chunk)
+        cut = pending.rfind(sep)
+        if cut >= 0:
+            out.append((offset, pending[: cut + len(sep)]))
+            pending = pending[cut + len(sep):]
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        out.append((offset, pending))
+    return out
 
 
 class Recorder:
@@ -77,8 +100,8 @@ class Recorder:
         if self.format == "jsonl":
             replay: dict[str, Any] = {}
             if chunks is not None:
-                replay["chunks"] = [[round(t, 4), self._clean(c.decode("utf-8", "replace"))]
-                                    for t, c in chunks]
+                replay["chunks"] = [[round(t, 4), self._clean(text)]
+                                    for t, text in _events(chunks, ctype)]
             elif _binary(ctype) and body:
                 replay["body_b64"] = base64.b64encode(body).decode()
             elif body:
