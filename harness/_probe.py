@@ -322,7 +322,8 @@ async def probe_provider(
                                  time_scale, proxy_url, seconds)
     finally:
         await proxy.close()
-    drift = _drift(provider, evaluated.deviations, result, state or {"drift": {}})
+    drift = _drift(provider, evaluated.deviations, result, state or {"drift": {}},
+                   environ[live.key_var])
     status, message = _classify(result, exchanges, drift)
     return ProbeResult(
         provider, status, base, message,
@@ -352,8 +353,11 @@ def _client_extra(provider: str, environ: dict[str, str]) -> dict[str, str]:
 
 
 def _drift(provider: str, deviations: list[Deviation], result: ClientResult,
-           state: dict[str, Any]) -> list[Drift]:
-    """Provider-side deviations, and wrong images the reference client received, as drift."""
+           state: dict[str, Any], key: str = "") -> list[Drift]:
+    """Provider-side deviations, and wrong images the reference client received, as drift.
+
+    The key is scrubbed from what the provider said, should it ever echo it.
+    """
     now = _iso(time.time())
     seen = state.get("drift", {})
     out: list[Drift] = []
@@ -365,7 +369,12 @@ def _drift(provider: str, deviations: list[Deviation], result: ClientResult,
         if any(x.key == key for x in out):
             continue
         first = seen.get(key, {}).get("first_seen", now)
-        out.append(Drift(provider, d.rule, d.path, d.expected, d.actual, d.message, first, now,
+        actual, message = d.actual, d.message
+        if key and len(key) >= 6:
+            message = message.replace(key, "REDACTED")
+            if isinstance(actual, str):
+                actual = actual.replace(key, "REDACTED")
+        out.append(Drift(provider, d.rule, d.path, d.expected, actual, message, first, now,
                          d.severity.label, _expectation(d)))
     return out
 
