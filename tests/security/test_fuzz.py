@@ -30,7 +30,8 @@ KEY = "fuzz-key"
 # Per operation: 12 in the default run; a deeper profile (HYPOTHESIS_PROFILE=thorough) sets its own.
 EXAMPLES = max(12, settings().max_examples) if settings().max_examples > 25 else 12
 # No shrinking: a failure is reported as found (with its curl line), in bounded time.
-BUDGET = settings(max_examples=EXAMPLES, deadline=None, database=None,
+# The default run is derandomized (the same examples every time); deeper profiles explore.
+BUDGET = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize=EXAMPLES == 12,
                   phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
 
 
