@@ -1,6 +1,6 @@
 """Run the benchmarks in one go, print one table, and write the figures as JSON.
 
-    python -m benchmarks [--seconds 3] [--json benchmarks.json] [--only NAME ...]
+    python -m benchmarks [--seconds 3] [--json bench.json] [--only NAME ...]
 
 Measurements (issue 9), each next to a baseline measured in the same run where one applies:
   throughput  create+poll of the Cloudsway mock vs a bare aiohttp handler
@@ -110,8 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per load run")
-    parser.add_argument("--json", metavar="PATH", default="benchmarks.json",
-                        help="where to write the figures (default benchmarks.json; '' for none)")
+    parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     parser.add_argument("--only", nargs="+", choices=NAMES, help="run only these measurements")
     args = parser.parse_args()
     seconds = args.seconds
