@@ -301,7 +301,7 @@ async def probe_provider(
         health = await mock_health(http, base)
     if health is not None:  # one of our mocks (tests, rehearsals): its clock may be scaled
         time_scale = float(health.get("time_scale") or 1.0)
-    proxy = ValidatingProxy(provider, base, time_scale=time_scale)
+    proxy = ValidatingProxy(provider, base, time_scale=time_scale, rewrite_links=True)
     proxy_url = await proxy.start()
     try:
         with tempfile.TemporaryDirectory(prefix="imagegen-probe-") as out_dir:

@@ -83,6 +83,7 @@ class ValidatingProxy:
         on_deviation: Callable[[Deviation], None] | None = None,
         ssl: Any = None,
         on_raw: Callable[[Exchange, bytes, list[tuple[float, bytes]] | None], None] | None = None,
+        rewrite_links: bool = False,
     ) -> None:
         self.contract = contracts.load(provider)
         self.provider = self.contract.provider
@@ -97,6 +98,9 @@ class ValidatingProxy:
         self.on_deviation = on_deviation
         # A recorder's hook: the whole answer body (or a stream's timed chunks) before redaction.
         self.on_raw = on_raw
+        # In front of a live endpoint, returned links (fal's status_url...) name the endpoint:
+        # rewritten to the proxy, the client's next requests are seen (and recorded) too.
+        self.rewrite_links = rewrite_links and not self.preserve_host
         self._ssl = ssl
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -208,10 +212,12 @@ class ValidatingProxy:
         if exchange.operation is None and ctype.startswith("image/"):
             exchange.operation = "downloadImage"
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        streaming = ctype in STREAM_MEDIA
+        hold = self.rewrite_links and not streaming and (
+            ctype.endswith("json") or ctype.startswith("text/"))
         for name, value in upstream.headers.items():
             if name.lower() not in _DROP_RESPONSE:
-                response.headers.add(name, value)
-        streaming = ctype in STREAM_MEDIA
+                response.headers.add(name, self._relink(value) if name.lower() == "location" else value)
         chunks: list[bytes] = []
         timed: list[tuple[float, bytes]] = []
         pending = ""
@@ -219,7 +225,8 @@ class ValidatingProxy:
         await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
-                await response.write(chunk)  # passed on first: the client never waits for us
+                if not hold:
+                    await response.write(chunk)  # passed on first: the client never waits for us
                 if streaming and self.on_raw:
                     timed.append((time.perf_counter() - started, chunk))
                 if streaming:
@@ -228,6 +235,8 @@ class ValidatingProxy:
                     exchange.events.append(redact_text(text) or "")
                 else:
                     chunks.append(chunk)
+            if hold:
+                await response.write(self._relink(b"".join(chunks).decode("utf-8", "replace")).encode())
             await response.write_eof()
         except (ConnectionResetError, aiohttp.ClientError, asyncio.CancelledError) as exc:
             exchange.error = f"stream interrupted: {type(exc).__name__}"
@@ -242,6 +251,9 @@ class ValidatingProxy:
             self.on_raw(exchange, b"".join(chunks), timed if streaming else None)
         self._finish(exchange, started)
         return response
+
+    def _relink(self, text: str) -> str:
+        return text.replace(self.target, self.url) if self.url else text
 
     def _validate_events(self, exchange: Exchange, ctype: str, text: str, index: int) -> tuple[str, int]:
         """Validate every complete event in ``text``; return the incomplete rest."""

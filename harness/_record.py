@@ -227,7 +227,7 @@ async def run_recording_proxy(
         recorder.on_deviation(dev)
 
     proxy = ValidatingProxy(provider, target, time_scale=time_scale, on_exchange=on_exchange,
-                            on_deviation=on_deviation, on_raw=recorder.on_raw)
+                            on_deviation=on_deviation, on_raw=recorder.on_raw, rewrite_links=True)
     url = await proxy.start(host, port)
     recorder.started(url)
     out.print(f"{provider} proxy {url} -> {target} (recording to {record}, {fmt})",

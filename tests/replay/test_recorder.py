@@ -69,3 +69,31 @@ async def test_a_replayed_stream_keeps_its_spacing_under_the_clock(tmp_path: Pat
     assert "workflow_finished" in body
     last_event = next(t for t, c in arrivals if "workflow_finished" in c)
     assert last_event >= 0.12  # the recorded gap, scaled; never answered all at once
+
+
+async def test_links_to_a_live_target_are_rewritten_so_follow_ups_are_seen(tmp_path: Path) -> None:
+    # In front of a live endpoint the proxy sends the endpoint's own Host, so returned links
+    # (fal's status_url, response_url) name the endpoint; rewritten, the polls come back.
+    import contracts
+    from harness._clients import CallableClient
+    from harness._proxy import ValidatingProxy
+    from harness._runner import build_env
+    from mocks import MockServer, start
+
+    server = MockServer("fal", clock="scaled", time_scale=50, seed=3)
+    served = await start([server], ports={"fal": 0})
+    target = served.url("fal")
+    proxy = ValidatingProxy("fal", target, time_scale=50, preserve_host=False, rewrite_links=True)
+    url = await proxy.start()
+    try:
+        contract = contracts.load("fal")
+        env = build_env(contract, contract.scenario("happy-path"), {"queue": url}, "k:s",
+                        str(tmp_path), 50.0)
+        result = await CallableClient("harness.clients.fal:run").run(env, 30)
+    finally:
+        await proxy.close()
+        await served.close()
+    assert result.ok, result.to_dict()
+    seen = [e.operation for e in proxy.journal.entries()]
+    assert "getRequestStatus" in seen and "getRequestResult" in seen, seen
+    assert not proxy.deviations, [str(d) for d in proxy.deviations]
