@@ -178,7 +178,10 @@ class Replay:
                    if k.lower() not in _SKIP_HEADERS]
         if answer.chunks is None:
             await self._sleep(answer.duration - (time.monotonic() - started) * self.time_scale)
-            response = web.Response(status=answer.status, body=self._rewrite(answer.body))
+            binary = any(k.lower() == "content-type" and not ("json" in v or v.startswith("text/"))
+                         for k, v in headers)
+            body = answer.body if binary else self._rewrite(answer.body)  # image bytes stay intact
+            response = web.Response(status=answer.status, body=body)
             for name, value in headers:
                 response.headers.add(name, value)
             return response
