@@ -189,55 +189,16 @@ class Recorder:
         tmp.replace(self.path)
 
 
-async def run_recording_proxy(
-    provider: str, target: str, *, record: Path, fmt: str = "jsonl", host: str = "127.0.0.1",
-    port: int = 0, time_scale: float = 1.0, console: Any = None,
-) -> None:
-    """``proxy --record FILE [--record-format jsonl|har]``: print like the plain proxy, and record.
+def recorder_for(provider: str, target: str, record: Path, fmt: str = "jsonl") -> Recorder:
+    """The recorder of ``proxy --record FILE``.
 
     The provider's live key (from its environment variable, if set) is scrubbed from the file
     as well, behind the usual redaction.
     """
-    import asyncio
     import os
-    import signal
-
-    from rich.console import Console
-    from rich.text import Text
-
-    from mocks.engine import redact_url
 
     from ._live import LIVE
-    from ._proxy import ValidatingProxy
 
-    out = console or Console()
     live = LIVE.get(provider)
     secrets = (os.environ.get(live.key_var, ""),) if live else ()
-    recorder = Recorder(record, fmt, provider=provider, target=target, secrets=secrets)
-
-    def on_exchange(ex: Exchange) -> None:
-        query = "?" + "&".join(f"{k}={v}" for k, v in ex.query) if ex.query else ""
-        out.print(f"#{ex.seq} {ex.method} {redact_url(ex.path + query)} -> "
-                  f"{ex.status if ex.status is not None else 'no answer'} "
-                  f"({ex.operation or '?'}, {ex.duration_ms or 0:.0f} ms)", highlight=False, markup=False)
-        recorder.on_exchange(ex)
-
-    def on_deviation(dev: Deviation) -> None:
-        out.print(Text(f"  {dev}", "red" if dev.severity >= 30 else "yellow"))
-        recorder.on_deviation(dev)
-
-    proxy = ValidatingProxy(provider, target, time_scale=time_scale, on_exchange=on_exchange,
-                            on_deviation=on_deviation, on_raw=recorder.on_raw, rewrite_links=True)
-    url = await proxy.start(host, port)
-    recorder.started(url)
-    out.print(f"{provider} proxy {url} -> {target} (recording to {record}, {fmt})",
-              highlight=False, markup=False)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await proxy.close()
-        recorder.close()
+    return Recorder(record, fmt, provider=provider, target=target, secrets=secrets)

@@ -335,7 +335,7 @@ def proxy(provider: str, target: str, host: str, port: int, time_scale: float,
       imagegen-conformance proxy -p fal --target https://queue.fal.run --record s.jsonl
     """
     from ._proxy_cmd import run_proxy
-    from ._record import run_recording_proxy
+    from ._record import recorder_for
 
     try:
         name = contracts.canonical(provider)
@@ -344,11 +344,9 @@ def proxy(provider: str, target: str, host: str, port: int, time_scale: float,
     if not target.startswith(("http://", "https://")):
         raise click.BadParameter(f"{target!r} is not an http(s) URL", param_hint="--target")
     try:
-        if record is not None:
-            asyncio.run(run_recording_proxy(name, target, record=record, fmt=record_format, host=host,
-                                            port=port, time_scale=time_scale))
-        else:
-            asyncio.run(run_proxy(name, target, host=host, port=port, time_scale=time_scale))
+        recorder = recorder_for(name, target, record, record_format) if record is not None else None
+        asyncio.run(run_proxy(name, target, host=host, port=port, time_scale=time_scale,
+                              recorder=recorder))
     except KeyboardInterrupt:
         pass
     except OSError as exc:
