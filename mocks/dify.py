@@ -430,6 +430,15 @@ class DifyProvider(Provider):
     def not_found(self, request: MockRequest) -> MockResponse:
         return self.error(request, 404, "not_found", self.error_spec(404).message)
 
+    def method_not_allowed(self, request: MockRequest, allowed: list[str]) -> MockResponse:
+        """[I] werkzeug routes before the view authenticates: a known path asked with another
+        method is MethodNotAllowed (405, with Allow), in Dify's {code, message, status} envelope."""
+        methods = set(allowed) | {"OPTIONS"}  # Flask answers OPTIONS itself
+        if "GET" in methods:
+            methods.add("HEAD")
+        return self.error(request, 405, "method_not_allowed", self.error_spec(405).message,
+                          {"Allow": ", ".join(sorted(methods))})
+
     def too_large(self, request: MockRequest, limit: int) -> MockResponse:
         if request.path.endswith("/files/upload"):
             return self.error(request, 413, "file_too_large")

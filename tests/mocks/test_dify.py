@@ -836,3 +836,47 @@ async def test_stop_wakes_a_waiting_stream_at_once() -> None:
     assert last["event"] == "workflow_finished" and last["data"]["status"] == "stopped"
     assert last["data"]["finished_at"] == int(server.clock.now())
     assert provider(server).live_streams == 0
+
+
+async def test_a_known_path_asked_with_another_method_is_werkzeug_405_with_allow() -> None:
+    # Regression (schemathesis ST204): werkzeug routes before the view authenticates.
+    server = manual()
+    for method, path, allow in [("TRACE", RUN, "OPTIONS, POST"), ("GET", RUN, "OPTIONS, POST"),
+                                ("DELETE", "/v1/parameters", "GET, HEAD, OPTIONS")]:
+        response = await server.request(method, path)
+        assert response.status == 405, (method, path)
+        assert response.headers["Allow"] == allow
+        assert response.json_body() == {"code": "method_not_allowed", "status": 405,
+                                        "message": "The method is not allowed for the requested URL."}
+    unknown = await server.request("PUT", "/v1/nothing-here", headers=AUTH)
+    assert unknown.status == 404 and unknown.json_body()["code"] == "not_found"
+
+
+def test_the_stream_schema_takes_one_payload_or_one_parsed_sse_event() -> None:
+    from harness._validate import body_validator
+
+    validator = body_validator("dify", "runWorkflow", 200, "text/event-stream")
+    assert validator is not None
+    payload = {"event": "workflow_started", "task_id": "t", "workflow_run_id": "r", "data": {"id": "r"}}
+    assert validator.issues(payload) == []
+    # Schemathesis validates {event, data} with data as a string holding the payload.
+    assert validator.issues({"event": "message", "data": json.dumps(payload)}) == []
+    assert validator.issues({"event": "workflow_started", "data": "text"}) != []
+    assert validator.issues({"event": "message", "data": {"id": "r"}}) != []
+    schemas = yaml.safe_load((CONTRACT_DIR / "openapi.yaml").read_text())["components"]["schemas"]
+    frame = schemas["StreamFrame"]
+    data = frame["properties"]["data"]
+    assert data["contentMediaType"] == "application/json"
+    assert data["contentSchema"] == {"$ref": "#/components/schemas/StreamEvent"}
+
+
+async def test_a_null_optional_input_is_left_out_and_conforms() -> None:
+    # Regression (schemathesis ST201): Dify takes null for an optional variable.
+    body = {"inputs": {"prompt": "a", "model_name": None}, "user": "u"}
+    validator = contracts.request_validator("dify", "runWorkflow")
+    assert validator is not None and validator.issues(body) == []
+    assert validator.issues({**body, "inputs": {"prompt": "a", "model_name": 5}}) != []
+    server = MockServer("dify", time_scale=1000.0, seed=1)
+    response = await server.request("POST", RUN, json=body, headers=AUTH)
+    assert response.status == 200
+    assert response.json_body()["data"]["status"] == "succeeded"
