@@ -8,6 +8,7 @@ no status field: it is pending while it has no ``response`` (quirk pending-recor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -33,6 +34,20 @@ from .engine import (
 
 _WXH = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 _NDJSON = "application/x-ndjson"
+
+
+_API_ID = str(uuid.UUID(bytes=hashlib.md5(b"flux/images").digest(), version=4))
+
+
+@functools.lru_cache(maxsize=1024)
+def _account_ids(token: str) -> dict[str, str]:
+    """The application, credential and user ids a token stands for: stable, derived, cached."""
+    token_hash = hashlib.sha256(token.encode()).digest()
+    return {
+        "application_id": str(uuid.UUID(bytes=token_hash[:16], version=4)),
+        "credential_id": str(uuid.UUID(bytes=token_hash[16:], version=4)),
+        "user_id": str(uuid.UUID(bytes=hashlib.md5(token_hash).digest(), version=4)),
+    }
 
 
 class AceDataProvider(Provider):
@@ -286,15 +301,16 @@ class AceDataProvider(Provider):
         """The task record [V]: ids, request, and `response` once the task has ended."""
         now = call.now
         task.poll(now)
-        token_hash = hashlib.sha256(task.data["token"].encode()).digest()
+        account = _account_ids(task.data["token"])
+        # Keys in the reference's order [V] (the record example in providers.md §2).
         record: dict[str, Any] = {
             "_id": hashlib.sha256(task.id.encode()).hexdigest()[:24],
             "id": task.id,
-            "api_id": str(uuid.UUID(bytes=hashlib.md5(b"flux/images").digest(), version=4)),
-            "application_id": str(uuid.UUID(bytes=token_hash[:16], version=4)),
+            "api_id": _API_ID,
+            "application_id": account["application_id"],
             "created_at": round(task.created_at, 3),
-            "credential_id": str(uuid.UUID(bytes=token_hash[16:], version=4)),
-            "user_id": str(uuid.UUID(bytes=hashlib.md5(token_hash).digest(), version=4)),
+            "credential_id": account["credential_id"],
+            "user_id": account["user_id"],
             "trace_id": task.data["trace_id"],
             "request": task.data["request"],
         }
