@@ -844,3 +844,23 @@ async def test_garbage_request_timeout_header_is_no_timeout(value: str) -> None:
     assert done.status == 200, done.body
     conforms("getRequestResult", done)
     assert server.errors == []
+
+
+async def test_the_stream_schema_takes_one_payload_or_one_parsed_sse_event() -> None:
+    # Regression (schemathesis ST108): Schemathesis validates {event, data} per SSE event, the
+    # harness validates the data's JSON; the one schema serves both.
+    from harness._validate import body_validator
+
+    validator = body_validator("fal", "streamRequestStatus", 200, "text/event-stream")
+    assert validator is not None
+    server = manual()
+    payload = await submit(server)
+    assert validator.issues(payload) == []
+    assert validator.issues({"event": "message", "data": json.dumps(payload)}) == []
+    assert validator.issues({**payload, "status": "FAILED"}) != []
+    assert validator.issues({"event": "queue", "data": json.dumps(payload)}) != []
+    assert validator.issues({"event": "message", "data": payload}) != []
+    schemas = contracts.load("fal").openapi["components"]["schemas"]
+    data = schemas["QueueStatusEvent"]["properties"]["data"]
+    assert data["contentMediaType"] == "application/json"
+    assert data["contentSchema"] == {"$ref": "#/components/schemas/QueueStatus"}
