@@ -92,12 +92,18 @@ class ImageTokens:
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
+        # A finished task is polled many times and gets the same links each time: sign once.
+        self._signed = lru_cache(maxsize=4096)(self._sign)
 
     def _mac(self, payload: bytes) -> str:
         digest = hmac.new(self._secret, payload, hashlib.sha256).digest()[:16]
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def issue(self, spec: ImageSpec, *, expires_at: float | None = None) -> str:
+        """A signed token for ``spec``, valid until ``expires_at`` (provider time) if given."""
+        return self._signed(spec, expires_at)
+
+    def _sign(self, spec: ImageSpec, expires_at: float | None) -> str:
         fields = [spec.width, spec.height, spec.fmt, spec.seed, spec.index, spec.prompt_hash]
         if expires_at is not None:
             fields.append(int(expires_at))
