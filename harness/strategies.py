@@ -36,10 +36,14 @@ class InvalidRequest:
     operation: str
 
 
-def validation_answer(provider: str) -> tuple[int, str]:
-    """(status, where) the provider answers an invalid body with; behaviour.yaml ``validation``."""
+def validation_answer(provider: str, operation: str | None = None) -> tuple[int, str]:
+    """(status, where) the provider answers an invalid body with; behaviour.yaml ``validation``.
+
+    ``validation.operations.<operationId>`` overrides the provider-wide answer for one operation.
+    """
     raw = contracts.load(provider).behaviour.raw.get("validation") or {}
-    return int(raw.get("status", 400)), str(raw.get("at", "response"))
+    own = (raw.get("operations") or {}).get(operation or "", {})
+    return int(own.get("status", raw.get("status", 400))), str(own.get("at", raw.get("at", "response")))
 
 
 @cache
@@ -61,7 +65,7 @@ def invalid_requests(provider: str, operation_id: str) -> st.SearchStrategy[Inva
     """Request bodies that break the contract, each labelled with the answer it must get."""
     name = contracts.canonical(provider)
     op = _operation(name, operation_id)
-    status, at = validation_answer(name)
+    status, at = validation_answer(name, operation_id)
     cases: st.SearchStrategy[Any] = op.as_strategy(generation_mode=GenerationMode.NEGATIVE)
     cases = cases.filter(_body_is_the_negative_part)
     return cases.map(lambda case: InvalidRequest(case.body, status, at, operation_id))

@@ -144,13 +144,10 @@ def test_schemathesis_negative_data_gets_no_5xx_and_the_provider_envelope(
     assert thread.server(provider).errors == []
 
 
-# fal validates an input where its contract says (a queued request fails at its result with
-# 422, a sync run answers 422), but contracts/fal/behaviour.yaml declares no ``validation``, so
-# harness.strategies labels fal's invalid bodies "400 at the response". Reported; strict, so
-# the marker must go once the contract says where fal validates.
-_FAL_LABELS = pytest.mark.xfail(strict=True, reason="fal's contract declares no `validation`")
+# Where a provider validates (fal: a queued request fails at its result with 422, a sync run
+# answers 422 at once) is its contract's `validation`, which harness.strategies reads.
 BODY_OPERATIONS = [
-    pytest.param(p, o, id=f"{p}-{o}", marks=[_FAL_LABELS] if p == "fal" else [])
+    pytest.param(p, o, id=f"{p}-{o}")
     for p, m, path, o in OPERATIONS
     if m in ("POST", "PUT")
     and "application/json" in (contracts.load(p).operation(o).spec.get("requestBody") or {}).get(
