@@ -15,7 +15,6 @@ secrets (Authorization, keys, signed query strings) redacted before anything is 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import time
 from collections.abc import Callable
@@ -27,7 +26,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 import contracts
-from mocks.engine import Exchange, Journal, redact_headers, redact_query
+from mocks.engine import Exchange, Journal, is_loopback, redact_headers, redact_query
 
 from ._deviation import Deviation
 from ._exchanges import media_type, parse_sse, redact_text
@@ -59,13 +58,7 @@ def _text(body: bytes, ctype: str) -> str | None:
 
 
 def _loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return is_loopback(urlsplit(url).hostname or "")
 
 
 class ValidatingProxy:

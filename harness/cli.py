@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 import click
 
 import contracts
+from mocks.engine import is_loopback
 
 from ._serve_cmd import ServeConfig, run_serve
 
@@ -137,7 +137,7 @@ def serve(**kwargs: Any) -> None:
                                  param_hint="--port")
     if kwargs["public_url"] and len(providers) > 1:
         raise click.BadParameter("--public-url needs exactly one --provider", param_hint="--public-url")
-    if not _is_loopback(kwargs["host"]):
+    if not is_loopback(kwargs["host"]):
         click.echo(
             f"warning: binding {kwargs['host']} exposes the mocks (and their admin API) beyond "
             "this machine; use --admin-token", err=True,
@@ -165,13 +165,7 @@ def _emit(as_json: bool) -> Any:
     return emit
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+
 
 
 @main.command(context_settings=CONTEXT)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ._aiohttp import make_app
 from ._clock import Clock, ManualClock, ScaledClock, make_clock
-from ._deliver import Deliverer, Delivery, DeliveryPolicy, refusal
+from ._deliver import Deliverer, Delivery, DeliveryPolicy, is_loopback, refusal
 from ._drift import DRIFTS, DriftSpec, apply_drift
 from ._faults import FAULTS, FaultError, FaultPlan, FaultSpec, parse_faults
 from ._http import BodyError, MockRequest, MockResponse, dumps
@@ -70,6 +70,7 @@ __all__ = [
     "TaskStore",
     "apply_drift",
     "dumps",
+    "is_loopback",
     "make_app",
     "make_clock",
     "mock_router",

@@ -19,7 +19,7 @@ from ._journal import redact_url
 if TYPE_CHECKING:
     from ._server import MockServer
 
-__all__ = ["Deliverer", "Delivery", "DeliveryPolicy", "refusal"]
+__all__ = ["Deliverer", "Delivery", "DeliveryPolicy", "is_loopback", "refusal"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,17 @@ class Delivery:
         return asdict(self)
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1), with or without []."""
+    host = host.strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def refusal(url: str, allow_hosts: frozenset[str]) -> str | None:
     """Why ``url`` may not receive a delivery, or None when it may (loopback or allow-listed)."""
     try:
@@ -79,13 +90,8 @@ def refusal(url: str, allow_hosts: frozenset[str]) -> str | None:
         return "URL has no host"
     if host in allow_hosts or "*" in allow_hosts:
         return None
-    if host == "localhost":
+    if is_loopback(host):
         return None
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return None
-    except ValueError:
-        pass
     return f"host {host!r} is neither loopback nor allow-listed (serve --allow-host {host})"
 
 

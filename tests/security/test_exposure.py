@@ -72,16 +72,16 @@ def test_serve_warns_before_binding_beyond_loopback() -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
 def test_no_warning_for_loopback_hosts(host: str) -> None:
-    from harness.cli import _is_loopback
+    from mocks.engine import is_loopback
 
-    assert _is_loopback(host)
+    assert is_loopback(host)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "example.com", "192.0.2.1"])
 def test_every_other_host_counts_as_exposed(host: str) -> None:
-    from harness.cli import _is_loopback
+    from mocks.engine import is_loopback
 
-    assert not _is_loopback(host)
+    assert not is_loopback(host)
 
 
 async def test_admin_token_guards_every_admin_endpoint_in_process() -> None:
