@@ -26,7 +26,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 import contracts
-from mocks.engine import Exchange, Journal, is_loopback, redact_headers, redact_query
+from mocks.engine import Exchange, Journal, bind, is_loopback, redact_headers, redact_query
 
 from ._deviation import Deviation
 from ._exchanges import media_type, parse_sse, redact_text
@@ -111,16 +111,7 @@ class ValidatingProxy:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0: a free port) and return the proxy's base URL."""
         self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise OSError(exc.errno, f"port {port} on {host} is in use; pass --port 0 or another "
-                                     "--port") from exc
-        bound = self._runner.addresses[0][1]
-        self.url = f"http://{host}:{bound}"
+        self.url = await bind(self._runner, host, port, what="the proxy")
         return self.url
 
     async def close(self) -> None:

@@ -246,17 +246,25 @@ class DifyProvider(Provider):
         """How many blocking answers or streams are waiting on a run right now."""
         return sum(len(w) for w in self._waiters.values())
 
+    def _body_with_user(self, request: MockRequest) -> tuple[dict[str, Any], MockResponse | None]:
+        """The JSON body, or Dify's refusal: bad JSON, or no `user` ([V] "Arg user must be provided.")."""
+        try:
+            body = request.json_object()
+        except BodyError:
+            return {}, self.error(request, 400, "bad_request", _BAD_JSON)
+        user = body.get("user")
+        if not isinstance(user, str) or not user:
+            return body, self.error(request, 400, "invalid_param", "Arg user must be provided.")
+        return body, None
+
     # --- routes ----------------------------------------------------------------------
 
     @route("POST", "/v1/workflows/run", operation="runWorkflow")
     async def run(self, request: MockRequest, call: Call) -> MockResponse:
-        try:
-            body = request.json_object()
-        except BodyError:
-            return self.error(request, 400, "bad_request", _BAD_JSON)
-        user = body.get("user")
-        if not isinstance(user, str) or not user:
-            return self.error(request, 400, "invalid_param", "Arg user must be provided.")
+        body, refused = self._body_with_user(request)
+        if refused is not None:
+            return refused
+        user = body["user"]
         problem = self._check_run_body(body)
         if problem is not None:
             return self.error(request, 400, "invalid_param", problem)
@@ -272,13 +280,9 @@ class DifyProvider(Provider):
 
     @route("POST", "/v1/workflows/tasks/{task_id}/stop", operation="stopWorkflowTask")
     async def stop(self, request: MockRequest, call: Call) -> MockResponse:
-        try:
-            body = request.json_object()
-        except BodyError:
-            return self.error(request, 400, "bad_request", _BAD_JSON)
-        user = body.get("user")
-        if not isinstance(user, str) or not user:
-            return self.error(request, 400, "invalid_param", "Arg user must be provided.")
+        _, refused = self._body_with_user(request)
+        if refused is not None:
+            return refused
         # [V] always success, whoever asks and whatever the id; only streaming runs stop.
         run_id = self._runs_by_task.get(request.params["task_id"])
         task = call.tasks.get(run_id) if run_id else None

@@ -19,7 +19,7 @@ from ._provider import Provider, Route, route
 from ._ratelimit import RateLimiter
 from ._replay import RecordedAnswer, Replay, ReplayError
 from ._respx import mock_router
-from ._serve import DEFAULT_PORTS, Listener, PortInUse, Served, TLSMaterial, start
+from ._serve import DEFAULT_PORTS, Listener, PortInUse, Served, TLSMaterial, bind, start
 from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, Call, MockServer
 from ._streams import ndjson_line, sse_comment, sse_event
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
@@ -69,6 +69,7 @@ __all__ = [
     "Task",
     "TaskStore",
     "apply_drift",
+    "bind",
     "dumps",
     "is_loopback",
     "make_app",

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ._serve import bind
+
 __all__ = ["RecordedAnswer", "Replay", "ReplayError"]
 
 _SKIP_HEADERS = frozenset({
@@ -216,16 +218,11 @@ class Replay:
         """Listen on ``host:port`` (0: a free port); returns the base URL."""
         self._runner = web.ServerRunner(web.Server(self.handle, access_log=None),
                                         shutdown_timeout=1.0)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
         try:
-            await site.start()
+            self.url = await bind(self._runner, host, port, what="the replay")
         except OSError:
-            await self._runner.cleanup()
             self._runner = None
             raise
-        bound = self._runner.addresses[0][1]
-        self.url = f"http://{host}:{bound}"
         return self.url
 
     async def close(self) -> None:

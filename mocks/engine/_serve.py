@@ -14,7 +14,7 @@ from aiohttp import web
 from ._aiohttp import make_handler
 from ._server import MockServer
 
-__all__ = ["DEFAULT_PORTS", "Listener", "PortInUse", "Served", "TLSMaterial", "start"]
+__all__ = ["DEFAULT_PORTS", "Listener", "PortInUse", "Served", "TLSMaterial", "bind", "start"]
 
 #: One default port per provider for its primary host; extra hosts (fal's sync host) take port 0.
 DEFAULT_PORTS = {"cloudsway": 8701, "acedata": 8702, "fal": 8703, "yunyx": 8704, "dify": 8705}
@@ -78,6 +78,34 @@ class Served:
         self.runners.clear()
 
 
+async def bind(
+    runner: web.BaseRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
+    what: str = "",
+) -> str:
+    """Set ``runner`` up on ``host:port`` (0: a free port) and return its base URL.
+
+    A port in use is a :class:`PortInUse` that says which port and which flag changes it.
+    """
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        if exc.errno == errno.EADDRINUSE:
+            for_what = f" (for {what})" if what else ""
+            raise PortInUse(
+                exc.errno,
+                f"port {port} on {host} is in use{for_what}; "
+                f"pass --port 0 for a free port or --port N for another",
+            ) from exc
+        raise
+    sockets = getattr(site._server, "sockets", None) or []
+    bound = sockets[0].getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if ssl_context else 'http'}://{shown}:{bound}"
+
+
 async def start(
     servers: list[MockServer],
     *,
@@ -88,7 +116,6 @@ async def start(
 ) -> Served:
     """Bind every server's hosts. ``ports`` maps a provider id to its primary port (0: free port)."""
     served = Served(servers, [], tls=tls)
-    scheme = "https" if tls else "http"
     try:
         for server in servers:
             for index, role in enumerate(server.roles):
@@ -105,26 +132,10 @@ async def start(
                                access_log=None),
                     shutdown_timeout=shutdown_timeout / 2,
                 )
-                await runner.setup()
-                site = web.TCPSite(runner, host, port, ssl_context=tls.context if tls else None)
-                try:
-                    await site.start()
-                except OSError as exc:
-                    await runner.cleanup()
-                    if exc.errno == errno.EADDRINUSE:
-                        raise PortInUse(
-                            exc.errno,
-                            f"port {port} on {host} is in use (for {server.provider_id}); "
-                            f"pass --port 0 for a free port or --port N for another",
-                        ) from exc
-                    raise
+                url = await bind(runner, host, port, ssl_context=tls.context if tls else None,
+                                 what=server.provider_id)
                 served.runners.append(runner)
-                sockets = getattr(site._server, "sockets", None) or []
-                bound = sockets[0].getsockname()[1]
-                shown = f"[{host}]" if ":" in host else host
-                served.listeners.append(
-                    Listener(server.provider_id, role, f"{scheme}://{shown}:{bound}", index == 0)
-                )
+                served.listeners.append(Listener(server.provider_id, role, url, index == 0))
     except BaseException:
         await served.close()
         raise
