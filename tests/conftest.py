@@ -105,22 +105,23 @@ class Receiver:
     """A webhook/callback receiver on 127.0.0.1: records every POST, answers queued statuses."""
 
     def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []  # {"body", "headers", "query"}
+        self.received: list[dict[str, Any]] = []  # {"body", "headers", "query", "path"}
         self.queue: asyncio.Queue[Any] = asyncio.Queue()  # the bodies, as they arrive
-        self.statuses: list[int] = []  # answered (in order) before plain 200s
+        self.statuses: list[int] = []  # answered (in order) before `default_status`
+        self.default_status = 200  # 503: a receiver that is down
         self.url = ""
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.received.append({"body": body, "headers": dict(request.headers),
-                              "query": dict(request.query)})
+                              "query": dict(request.query), "path": request.path})
         await self.queue.put(body)
-        return web.Response(status=self.statuses.pop(0) if self.statuses else 200)
+        return web.Response(status=self.statuses.pop(0) if self.statuses else self.default_status)
 
     async def start(self) -> Receiver:
         app = web.Application()
-        app.router.add_post("/hook", self._handle)
+        app.router.add_post("/{tail:.*}", self._handle)  # `url` is /hook; any path is recorded
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", 0).start()

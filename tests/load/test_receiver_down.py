@@ -8,7 +8,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from contracts import load
 from mocks import MockServer, start
@@ -22,23 +21,6 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-async def _failing_receiver() -> tuple[web.AppRunner, str, list[str]]:
-    hits: list[str] = []
-
-    async def handle(request: web.Request) -> web.Response:
-        hits.append(request.path)
-        return web.Response(status=503)
-
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, f"http://127.0.0.1:{port}", hits
 
 
 async def _submit(session: aiohttp.ClientSession, provider: str, base: str, target: str) -> None:
@@ -67,18 +49,20 @@ async def _finished(server: MockServer, count: int, timeout: float = 20.0) -> li
 
 @pytest.mark.timeout(40)
 @pytest.mark.parametrize(("provider", "section"), [("fal", "webhooks"), ("acedata", "callbacks")])
-async def test_a_receiver_that_is_down_gets_bounded_retries_then_failed(provider: str, section: str) -> None:
+async def test_a_receiver_that_is_down_gets_bounded_retries_then_failed(
+    provider: str, section: str, receiver: Any
+) -> None:
     attempts = int(load(provider).behaviour.raw[section]["attempts"])
     server = MockServer(provider, time_scale=SCALE, seed=5)
     served = await start([server], ports={provider: 0})
-    receiver, receiver_url, hits = await _failing_receiver()
+    receiver.default_status = 503  # down
     try:
         base = served.url(provider)
         refused = f"http://127.0.0.1:{_closed_port()}/hook?token=s3cret"
         async with aiohttp.ClientSession() as session:
             for n in range(5):
                 await _submit(session, provider, base, refused)
-                await _submit(session, provider, base, f"{receiver_url}/hook/{n}")
+                await _submit(session, provider, base, f"{receiver.url}/{n}")
             records = await _finished(server, 10)
             async with session.get(f"{base}/__mock/deliveries") as r:
                 listed = (await r.json())["deliveries"]
@@ -87,7 +71,6 @@ async def test_a_receiver_that_is_down_gets_bounded_retries_then_failed(provider
         assert not server.background
     finally:
         await served.close()
-        await receiver.cleanup()
 
     for record in records:
         assert record.status == "failed", record
@@ -100,5 +83,5 @@ async def test_a_receiver_that_is_down_gets_bounded_retries_then_failed(provider
     assert {resp for r in down for resp in r.responses} <= {"ClientConnectorError", "TimeoutError"}
     answered = [r for r in records if r not in down]
     assert {resp for r in answered for resp in r.responses} <= {503, "TimeoutError"}
-    assert 5 <= len(hits) <= 5 * attempts  # the receiver saw the bound at most, never more
+    assert 5 <= len(receiver.received) <= 5 * attempts  # the receiver saw the bound at most, never more
     assert sorted(d["status"] for d in listed) == ["failed"] * 10
