@@ -60,7 +60,7 @@ async def main() -> None:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         print(json.dumps({"api": f"http://127.0.0.1:{port}"}), flush=True)
     else:
-        from mocks import MockServer, start
+        from imagegen_conformance.mocks import MockServer, start
 
         server = MockServer(args.provider, seed=1, time_scale=args.time_scale, faults=args.fault)
         served = await start([server], ports={server.provider_id: 0})

@@ -164,7 +164,7 @@ def proxy_latency(requests: int = 2_000) -> dict[str, Any]:
     with ServerProcess("mock", "cloudsway") as srv:
         ids = asyncio.run(_create_tasks("cloudsway", srv.urls, 16))
         proxy = subprocess.Popen(
-            [sys.executable, "-m", "harness", "proxy", "-p", "cloudsway", "--target", srv.url,
+            [sys.executable, "-m", "imagegen_conformance", "proxy", "-p", "cloudsway", "--target", srv.url,
              "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             assert proxy.stdout is not None
@@ -286,14 +286,12 @@ def retained_tasks(count: int = 100_000, providers: tuple[str, ...] = ("cloudswa
 # --- 6. the whole scenario catalogue with the reference clients ---------------------------------
 
 def scenario_catalogue() -> dict[str, Any]:
-    import contracts
-    import harness
-
+    from imagegen_conformance import contracts, harness
     out: dict[str, Any] = {"providers": {}, "target_s": 20.0}
     t_all = time.perf_counter()
     for provider in contracts.available():
         try:
-            client = harness.load_client(f"harness.clients.{provider}:run")
+            client = harness.load_client(f"imagegen_conformance.clients.{provider}:run")
         except ValueError:
             out["providers"][provider] = {"skipped": "no reference client"}
             continue
@@ -312,7 +310,7 @@ def scenario_catalogue() -> dict[str, Any]:
 
 def startup(runs: int = 3) -> dict[str, Any]:
     exe = os.path.join(os.path.dirname(sys.executable), "imagegen-conformance")
-    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "harness"]
+    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "imagegen_conformance"]
     firsts, alls = [], []
     for _ in range(runs):
         t0 = time.perf_counter()

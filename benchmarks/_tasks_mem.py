@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any
 
-from mocks import MockServer
+from imagegen_conformance.mocks import MockServer
 
 from ._proc import rss_bytes
 

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from ._loader import ALIASES, PROVIDERS, available, canonical, load
+from ._loader import FAULT_CATALOGUE, add_contracts, aliases, available, canonical, contract_dir, load
 from ._schema import (
     SchemaIssue,
     SchemaValidator,
@@ -24,18 +24,19 @@ from .model import (
     ErrorSpec,
     Expectation,
     Lifecycle,
+    LiveSpec,
     Operation,
     Option,
     Phase,
     Polling,
+    ProbeSpec,
     Quirk,
     Retention,
     Scenario,
 )
 
 __all__ = [
-    "ALIASES",
-    "PROVIDERS",
+    "FAULT_CATALOGUE",
     "Auth",
     "Behaviour",
     "Contract",
@@ -44,17 +45,22 @@ __all__ = [
     "ErrorSpec",
     "Expectation",
     "Lifecycle",
+    "LiveSpec",
     "Operation",
     "Option",
     "Phase",
     "Polling",
+    "ProbeSpec",
     "Quirk",
     "Retention",
     "Scenario",
     "SchemaIssue",
     "SchemaValidator",
+    "add_contracts",
+    "aliases",
     "available",
     "canonical",
+    "contract_dir",
     "documented_statuses",
     "load",
     "request_validator",

@@ -1,12 +1,23 @@
+"""Finding and loading contracts: the built-in folders and any named by the user.
+
+A provider is a folder ``<id>/`` holding ``openapi.yaml``, ``behaviour.yaml`` and
+``scenarios.yaml``; the provider list is the set of such folders, here and in the directories
+of ``IMAGEGEN_CONTRACTS`` (separated by ``os.pathsep``) or :func:`add_contracts` (the CLI's
+``--contracts``). Nothing else lists providers.
+"""
+
 from __future__ import annotations
 
 import difflib
+import os
+import threading
 from collections.abc import Mapping
 from functools import cache
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
 
 from .model import (
     Auth,
@@ -17,60 +28,155 @@ from .model import (
     ErrorSpec,
     Expectation,
     Lifecycle,
+    LiveSpec,
     Operation,
     Option,
     Phase,
     Polling,
+    ProbeSpec,
     Quirk,
     Retention,
     Scenario,
 )
 
-PROVIDERS = ("cloudsway", "acedata", "fal", "yunyx", "dify")
-ALIASES = {"siliconflow": "yunyx"}
+__all__ = ["FAULT_CATALOGUE", "add_contracts", "aliases", "available", "canonical", "contract_dir", "load"]
+
+BUILTIN = Path(__file__).resolve().parent
+ENV_VAR = "IMAGEGEN_CONTRACTS"
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+_FILES = ("openapi.yaml", "behaviour.yaml", "scenarios.yaml")
+_extra: list[Path] = []
+_lock = threading.Lock()
+
+
+def _yaml_file(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ContractError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ContractError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+#: name -> {"stage": ..., "doc": ...}: the one fault catalogue (contracts/faults.yaml).
+FAULT_CATALOGUE: dict[str, dict[str, str]] = dict(_yaml_file(BUILTIN / "faults.yaml")["faults"])
+
+
+def add_contracts(*dirs: str | os.PathLike[str]) -> None:
+    """Load providers from these directories too (what ``--contracts DIR`` does)."""
+    with _lock:
+        for d in dirs:
+            path = Path(d).expanduser().resolve()
+            if not path.is_dir():
+                raise ContractError(f"contracts directory {d} does not exist")
+            if path not in _extra:
+                _extra.append(path)
+        _clear()
+
+
+def _roots() -> list[Path]:
+    roots = [BUILTIN]
+    for part in os.environ.get(ENV_VAR, "").split(os.pathsep):
+        if part.strip():
+            path = Path(part.strip()).expanduser().resolve()
+            if not path.is_dir():
+                raise ContractError(f"{ENV_VAR}: {part} is not a directory")
+            roots.append(path)
+    return list(dict.fromkeys([*roots, *_extra]))
+
+
+def _clear() -> None:
+    _index.cache_clear()
+    load.cache_clear()
+
+
+@cache
+def _index(key: tuple[Path, ...]) -> dict[str, Path]:
+    """provider id -> its folder, for the roots in ``key``; a later root never hides an earlier one."""
+    found: dict[str, Path] = {}
+    for root in key:
+        for folder in sorted(root.iterdir()):
+            if not (folder / "behaviour.yaml").is_file():
+                continue
+            if folder.name in found:
+                raise ContractError(
+                    f"provider {folder.name!r} is defined twice: {found[folder.name]} and {folder}"
+                )
+            found[folder.name] = folder
+    return found
+
+
+def _providers() -> dict[str, Path]:
+    return _index(tuple(_roots()))
+
+
+def contract_dir(provider: str) -> Path:
+    """The folder that holds a provider's contract files."""
+    return _providers()[canonical(provider)]
+
+
+def available() -> tuple[str, ...]:
+    """Every provider id: the built-in ones in port order, then those the user added."""
+    found = _providers()
+    def order(pid: str) -> tuple[int, int, str]:
+        builtin = found[pid].parent == BUILTIN
+        return (0 if builtin else 1, int(_port_of(pid)), pid)
+    return tuple(sorted(found, key=order))
+
+
+def _port_of(provider: str) -> int:
+    try:
+        return int(load(provider).behaviour.port)
+    except ContractError:
+        return 0
+
+
+def aliases() -> dict[str, str]:
+    """alias -> provider id, from every contract's ``aliases``."""
+    out: dict[str, str] = {}
+    for pid in _providers():
+        raw = _yaml_file(_providers()[pid] / "behaviour.yaml") or {}
+        for alias in raw.get("aliases") or () if isinstance(raw, dict) else ():
+            out[str(alias)] = pid
+    return out
 
 
 def canonical(provider: str) -> str:
     """Map an id or alias to its provider id, or fail naming the known ones and the closest."""
     name = provider.strip().lower()
-    name = ALIASES.get(name, name)
-    if name in PROVIDERS:
+    found = _providers()
+    if name in found:
         return name
-    known = [*PROVIDERS, *ALIASES]
+    alias = aliases()
+    if name in alias:
+        return alias[name]
+    known = [*found, *alias]
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ContractError(
-        f"unknown provider {provider!r}.{hint} Known providers: {', '.join(PROVIDERS)}"
-        f" (alias: {', '.join(f'{a} -> {t}' for a, t in ALIASES.items())})"
-    )
-
-
-def available() -> tuple[str, ...]:
-    """The providers whose contract files are present in this installation."""
-    root = resources.files(__package__)
-    return tuple(p for p in PROVIDERS if root.joinpath(p, "behaviour.yaml").is_file())
-
-
-def _read_yaml(provider: str, name: str) -> Any:
-    path = resources.files(__package__).joinpath(provider, name)
-    if not path.is_file():
-        raise ContractError(f"contract file {provider}/{name} is missing")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ContractError(f"contract file {provider}/{name} is not valid YAML: {exc}") from exc
+    names = ", ".join(available())
+    also = f" (alias: {', '.join(f'{a} -> {t}' for a, t in alias.items())})" if alias else ""
+    raise ContractError(f"unknown provider {provider!r}.{hint} Known providers: {names}{also}")
 
 
 @cache
 def load(provider: str) -> Contract:
-    """Load and type a provider's contract. ``load("siliconflow")`` gives yunyx's."""
+    """Load, check and type a provider's contract. ``load("siliconflow")`` gives yunyx's."""
     name = canonical(provider)
-    openapi = _read_yaml(name, "openapi.yaml")
-    behaviour = _behaviour(name, _read_yaml(name, "behaviour.yaml"))
-    scenarios = tuple(_scenario(s) for s in (_read_yaml(name, "scenarios.yaml") or {}).get(
-        "scenarios", []
-    ))
+    folder = _providers()[name]
+    for file in _FILES:
+        if not (folder / file).is_file():
+            raise ContractError(f"{folder / file}: contract file is missing")
+    openapi = _yaml_file(folder / "openapi.yaml")
+    raw = _yaml_file(folder / "behaviour.yaml")
+    _check(folder / "behaviour.yaml", raw, _behaviour_validator())
+    if raw["provider"] != name:
+        raise ContractError(
+            f"{folder / 'behaviour.yaml'}: provider: {raw['provider']!r} is not its folder's name {name!r}"
+        )
+    behaviour = _behaviour(name, raw, folder / "behaviour.yaml")
+    scenarios_raw = _yaml_file(folder / "scenarios.yaml") or {}
+    _check(folder / "scenarios.yaml", scenarios_raw, _scenarios_validator())
+    scenarios = tuple(_scenario(s) for s in scenarios_raw.get("scenarios", []))
     return Contract(
         provider=name,
         title=str(openapi.get("info", {}).get("title", name)),
@@ -78,7 +184,62 @@ def load(provider: str) -> Contract:
         behaviour=behaviour,
         scenarios=scenarios,
         operations=_operations(openapi),
+        folder=str(folder),
     )
+
+
+def _key_path(parts: Any) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _check(path: Path, document: Any, validator: Draft202012Validator) -> None:
+    """One line per broken contract: the file, the key path, what is wrong."""
+    errors = sorted(validator.iter_errors(document), key=lambda e: (len(e.path), list(map(str, e.path))))
+    if not errors:
+        return
+    error = errors[0]
+    where = list(error.absolute_path)
+    message = error.message
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [k for k in error.validator_value if k not in error.instance]
+        where.append(missing[0])
+        message = "required key is missing"
+    elif error.validator in ("enum", "pattern") and error.schema.get("x-kind") == "fault":
+        name = str(error.instance).split(";")[0].split(":")[0]
+        close = difflib.get_close_matches(name, FAULT_CATALOGUE, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        message = f"unknown fault {name!r}.{hint} Valid faults: {', '.join(FAULT_CATALOGUE)}"
+    elif error.validator == "type":
+        message = f"{error.instance!r} is not of type {error.validator_value!r}"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    raise ContractError(f"{path}: {_key_path(where)}: {message}{more}")
+
+
+def _fault_enum(schema: dict[str, Any]) -> dict[str, Any]:
+    schema = dict(schema)
+    defs = dict(schema.get("$defs") or {})
+    defs["fault"] = {"enum": list(FAULT_CATALOGUE), "x-kind": "fault"}
+    names = "|".join(FAULT_CATALOGUE)
+    defs["fault_spec"] = {"type": "string", "pattern": f"^({names})($|[:;])", "x-kind": "fault"}
+    schema["$defs"] = defs
+    return schema
+
+
+@cache
+def _behaviour_validator() -> Draft202012Validator:
+    schema = _fault_enum(_yaml_file(BUILTIN / "behaviour.schema.yaml"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
+
+
+@cache
+def _scenarios_validator() -> Draft202012Validator:
+    schema = _fault_enum(_yaml_file(BUILTIN / "scenarios.schema.yaml"))
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
 
 
 def _operations(openapi: Mapping[str, Any]) -> dict[str, Operation]:
@@ -99,7 +260,7 @@ def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def _behaviour(provider: str, raw: Mapping[str, Any]) -> Behaviour:
+def _behaviour(provider: str, raw: Mapping[str, Any], path: Path) -> Behaviour:
     auth_raw = raw.get("auth") or {}
     lifecycle = None
     if lc := raw.get("lifecycle"):
@@ -117,7 +278,7 @@ def _behaviour(provider: str, raw: Mapping[str, Any]) -> Behaviour:
         )
         for phase in lifecycle.phases:
             if phase.state not in lifecycle.states:
-                raise ContractError(f"{provider}: phase {phase.state!r} is not a declared state")
+                raise ContractError(f"{path}: lifecycle.phases: {phase.state!r} is not a declared state")
     polling = None
     if pl := raw.get("polling"):
         polling = Polling(
@@ -154,8 +315,24 @@ def _behaviour(provider: str, raw: Mapping[str, Any]) -> Behaviour:
         )
         for q in raw.get("quirks") or []
     )
+    live_raw = raw.get("live")
+    live = None if live_raw is None else LiveSpec(
+        key_var=live_raw["key_var"], base_url_var=live_raw["base_url_var"], base_url=live_raw["base_url"],
+        required_vars=tuple(live_raw.get("required_vars") or ()),
+        client_env=dict(live_raw.get("client_env") or {}),
+    )
+    probe_raw = raw.get("probe") or {}
+    size = probe_raw.get("size")
     return Behaviour(
         provider=provider,
+        mock=raw["mock"],
+        port=int(raw["port"]),
+        aliases=tuple(raw.get("aliases") or ()),
+        fixture=raw.get("fixture") or f"{provider}_mock",
+        live=live,
+        probe=ProbeSpec(request=dict(probe_raw.get("request") or {}),
+                        size=(int(size[0]), int(size[1])) if size else None),
+        not_applicable=dict((raw.get("faults") or {}).get("not_applicable") or {}),
         hosts=dict(raw.get("hosts") or {}),
         auth=Auth(header=auth_raw.get("header", "Authorization"), scheme=auth_raw.get("scheme")),
         lifecycle=lifecycle,

@@ -20,10 +20,12 @@ __all__ = [
     "ErrorSpec",
     "Expectation",
     "Lifecycle",
+    "LiveSpec",
     "Operation",
     "Option",
     "Phase",
     "Polling",
+    "ProbeSpec",
     "Quirk",
     "Retention",
     "Scenario",
@@ -159,8 +161,34 @@ class Quirk:
 
 
 @dataclass(frozen=True)
+class LiveSpec:
+    """Where the live provider is and which environment variables hold its credentials."""
+
+    key_var: str
+    base_url_var: str
+    base_url: str | None  # None: the user must say (a self-hosted Dify)
+    required_vars: tuple[str, ...] = ()  # also needed (Cloudsway's endpoint path)
+    client_env: Mapping[str, str] = field(default_factory=dict)  # reference client var <- user's var
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """The probe's cheapest complete request, merged over the first plain success scenario's."""
+
+    request: Mapping[str, Any]
+    size: tuple[int, int] | None  # the image the probe request asks for, when it changes the size
+
+
+@dataclass(frozen=True)
 class Behaviour:
     provider: str
+    mock: str  # "module:Class", the simulator
+    port: int  # serve's default port
+    aliases: tuple[str, ...]
+    fixture: str  # the pytest plugin's fixture name
+    live: LiveSpec | None
+    probe: ProbeSpec
+    not_applicable: Mapping[str, str]  # fault name -> why it means nothing for this provider
     hosts: Mapping[str, str]
     auth: Auth
     lifecycle: Lifecycle | None
@@ -218,6 +246,7 @@ class Contract:
     behaviour: Behaviour
     scenarios: tuple[Scenario, ...]
     operations: Mapping[str, Operation]
+    folder: str = ""  # where the contract files are
 
     def operation(self, operation_id: str) -> Operation:
         try:

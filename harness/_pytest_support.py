@@ -6,14 +6,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import contracts
-from mocks import MockServer, ServeThread
-from mocks.engine import Exchange, FaultSpec
+from imagegen_conformance import contracts
+from imagegen_conformance.mocks import MockServer, ServeThread
+from imagegen_conformance.mocks.engine import Exchange, FaultSpec
 
-from ._deviation import Deviation, Severity
-from ._live import LiveTarget
-from ._rules import RuleContext, check_rules
-from ._validate import validate_all
+from .rules._deviation import Deviation, Severity
+from .rules._rules import RuleContext, check_rules
+from .rules._targets import LiveTarget
+from .rules._validate import validate_all
 
 #: The key every fixture's mock accepts, and what tests send.
 TEST_KEY = "imagegen-test-key"

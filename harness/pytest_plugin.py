@@ -1,7 +1,8 @@
 """pytest plugin: mocks of every provider as fixtures, failing a test on contract deviations.
 
-Fixtures: ``cloudsway_mock``, ``acedata_mock``, ``fal_mock``, ``yunyx_mock``, ``dify_mock`` (one
-provider each, reset per test), ``imagegen_mock`` (factory by provider id), ``imagegen_respx``
+Fixtures: one per provider, named in its contract (``cloudsway_mock``, ``acedata_mock``,
+``fal_mock``, ``yunyx_mock``, ``dify_mock``, and one for each provider of ``IMAGEGEN_CONTRACTS`` or
+``--imagegen-contracts``), reset per test; ``imagegen_mock`` (factory by provider id), ``imagegen_respx``
 (in-process, under the real hostnames), ``imagegen_mocks`` (the session's servers).
 Marker: ``@pytest.mark.imagegen(scenario=, faults=[...], time_scale=, clock=, lifecycle=,
 options={...}, allow_deviations=False)``.
@@ -9,15 +10,15 @@ options={...}, allow_deviations=False)``.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-import contracts
-from mocks import MockServer, mock_router
+from imagegen_conformance import contracts
+from imagegen_conformance.mocks import MockServer, mock_router
 
-from ._live import live_target
 from ._pytest_support import (
     LiveProvider,
     MockConfig,
@@ -26,6 +27,7 @@ from ._pytest_support import (
     at_or_above,
     format_deviations,
 )
+from .rules._targets import live_target
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,6 +36,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="point the provider fixtures at the live endpoints (credentials from env)")
     group.addoption("--imagegen-fail-on", default="error", metavar="SEVERITY",
                     help="fail a test on deviations at or above this severity (default: error)")
+    group.addoption("--imagegen-contracts", action="append", default=[], metavar="DIR",
+                    help="load more provider contracts from DIR (as IMAGEGEN_CONTRACTS does); repeatable")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -42,6 +46,18 @@ def pytest_configure(config: pytest.Config) -> None:
         "imagegen(scenario=None, faults=(), time_scale=None, clock=None, lifecycle=None, "
         "options=None, allow_deviations=False): set up the provider mocks for this test",
     )
+    try:
+        if config.getoption("--imagegen-contracts"):
+            contracts.add_contracts(*config.getoption("--imagegen-contracts"))
+        providers = contracts.available()
+        fixtures = {contracts.load(p).behaviour.fixture: _provider_fixture(p) for p in providers}
+    except contracts.ContractError as exc:
+        raise pytest.UsageError(f"imagegen-conformance: {exc}") from None
+    # One fixture per provider, generated from the contracts: a plugin object of fixtures.
+    holder = types.ModuleType("imagegen_conformance_provider_fixtures")
+    for name, fixture in fixtures.items():
+        setattr(holder, name, fixture)
+    config.pluginmanager.register(holder, "imagegen-conformance-providers")
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +84,8 @@ def imagegen_mock(
         settings = _marker(request)
         if request.config.getoption("--imagegen-live"):
             target = live_target(name)
+            if target is None:
+                pytest.skip(f"--imagegen-live: the {name} contract names no live endpoint")
             missing = target.missing()
             if missing:
                 pytest.skip(f"--imagegen-live: {name} needs {', '.join(missing)} in the environment")
@@ -89,19 +107,14 @@ _HANDLES = pytest.StashKey[list[ProviderMock]]()
 
 
 def _provider_fixture(provider: str) -> Any:
+    name = contracts.load(provider).behaviour.fixture
+
     def fixture(imagegen_mock: Callable[[str], ProviderMock | LiveProvider]) -> Any:
         return imagegen_mock(provider)
 
-    fixture.__name__ = f"{provider}_mock"
+    fixture.__name__ = name
     fixture.__doc__ = f"The {provider} mock (or live endpoint with --imagegen-live), reset per test."
-    return pytest.fixture(name=f"{provider}_mock")(fixture)
-
-
-cloudsway_mock = _provider_fixture("cloudsway")
-acedata_mock = _provider_fixture("acedata")
-fal_mock = _provider_fixture("fal")
-yunyx_mock = _provider_fixture("yunyx")
-dify_mock = _provider_fixture("dify")
+    return pytest.fixture(name=name)(fixture)
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from typing import Any, ClassVar, TypeVar
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
-import contracts
-from mocks import MockResponse, MockServer
+from imagegen_conformance import contracts
+from imagegen_conformance.mocks import MockResponse, MockServer
 
 __all__ = ["MockMachine"]
 

@@ -20,7 +20,7 @@ import schemathesis
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-import contracts
+from imagegen_conformance import contracts
 
 __all__ = ["InvalidRequest", "invalid_requests", "requests", "validation_answer"]
 

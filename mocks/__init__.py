@@ -6,9 +6,7 @@
 
 from __future__ import annotations
 
-from ._registry import provider_class
 from .engine import (
-    DEFAULT_PORTS,
     FAULTS,
     FaultSpec,
     ManualClock,
@@ -21,11 +19,11 @@ from .engine import (
     TLSMaterial,
     make_app,
     mock_router,
+    provider_class,
     start,
 )
 
 __all__ = [
-    "DEFAULT_PORTS",
     "FAULTS",
     "FaultSpec",
     "ManualClock",

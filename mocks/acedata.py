@@ -16,7 +16,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import contracts
+from imagegen_conformance import contracts
 
 from .engine import (
     BodyError,

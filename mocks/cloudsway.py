@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import contracts
+from imagegen_conformance import contracts
 
 from .engine import BodyError, Call, ImageSpec, MockRequest, MockResponse, Provider, route
 

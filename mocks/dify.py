@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-import contracts
+from imagegen_conformance import contracts
 
 from .engine import (
     BodyError,
@@ -634,7 +634,7 @@ class DifyProvider(Provider):
         waiters = self._waiters.setdefault(task.id, set())
         waiters.add(stop)
         sleeper = asyncio.ensure_future(clock.sleep(delay))
-        sleeper.set_name(f"mocks.dify:wait:{task.id}")
+        sleeper.set_name(f"imagegen_conformance.mocks.dify:wait:{task.id}")
         try:
             await asyncio.wait({sleeper, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:

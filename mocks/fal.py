@@ -27,8 +27,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-import contracts
-from contracts import SchemaIssue
+from imagegen_conformance import contracts
+from imagegen_conformance.contracts import SchemaIssue
 
 from .engine import (
     BodyError,

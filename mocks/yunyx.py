@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-import contracts
+from imagegen_conformance import contracts
 
 from .engine import (
     BodyError,

@@ -14,8 +14,8 @@ import pytest
 from aiohttp import web
 from hypothesis import settings
 
-import contracts
-from mocks import MockServer, Served, TLSMaterial, start
+from imagegen_conformance import contracts
+from imagegen_conformance.mocks import MockServer, Served, TLSMaterial, start
 
 pytest_plugins = ["pytester"]
 
@@ -56,7 +56,7 @@ class ServeProcess:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness", "serve", *args],
+            [sys.executable, "-m", "imagegen_conformance", "serve", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
@@ -144,11 +144,16 @@ async def receiver() -> AsyncIterator[Receiver]:
 # --- mocks in a separate process and the CLI as a subprocess (probe, replay) -----------
 
 # Every provider variable the probe reads: tests start from none of them set.
-LIVE_VARS = (
-    "CLOUDSWAY_API_KEY", "CLOUDSWAY_BASE_URL", "CLOUDSWAY_ENDPOINT_PATH", "ACEDATACLOUD_API_TOKEN",
-    "ACEDATA_BASE_URL", "FAL_KEY", "FAL_QUEUE_BASE_URL", "FAL_MODEL", "YUNYX_API_KEY",
-    "YUNYX_BASE_URL", "DIFY_API_KEY", "DIFY_BASE_URL",
-)
+def _live_vars() -> tuple[str, ...]:
+    names: list[str] = []
+    for provider in contracts.available():
+        live = contracts.load(provider).behaviour.live
+        if live is not None:
+            names += [live.key_var, live.base_url_var, *live.required_vars, *live.client_env.values()]
+    return tuple(dict.fromkeys(names))
+
+
+LIVE_VARS = _live_vars()
 
 
 @dataclass
@@ -165,9 +170,9 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 async def run_cli(*args: str, env: dict[str, str], limit: float = 60.0) -> Ran:
-    """``python -m harness ARGS`` to its end (killed after ``limit`` seconds)."""
+    """``python -m imagegen_conformance ARGS`` to its end (killed after ``limit`` seconds)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "harness", *args, env=env,
+        sys.executable, "-m", "imagegen_conformance", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -190,7 +195,7 @@ async def serve_process() -> AsyncIterator[Serve]:
 
     async def start(*args: str) -> dict[str, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "harness", "serve", "--port", "0", *args, env=clean_env(),
+            sys.executable, "-m", "imagegen_conformance", "serve", "--port", "0", *args, env=clean_env(),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )
         procs.append(proc)

@@ -15,11 +15,11 @@ from ._faults import FAULTS, FaultError, FaultPlan, FaultSpec, parse_faults
 from ._http import BodyError, MockRequest, MockResponse, dumps
 from ._images import FORMATS, ImageSpec, ImageTokenError, ImageTokens, render
 from ._journal import Exchange, Journal, redact_headers, redact_query, redact_url
-from ._provider import Provider, Route, route
+from ._provider import Provider, Route, provider_class, route
 from ._ratelimit import RateLimiter
 from ._replay import RecordedAnswer, Replay, ReplayError
 from ._respx import mock_router
-from ._serve import DEFAULT_PORTS, Listener, PortInUse, Served, TLSMaterial, bind, start
+from ._serve import Listener, PortInUse, Served, TLSMaterial, bind, start
 from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, Call, MockServer
 from ._streams import ndjson_line, sse_comment, sse_event
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
@@ -27,7 +27,6 @@ from ._thread import ServeThread
 
 __all__ = [
     "ADMIN_PREFIX",
-    "DEFAULT_PORTS",
     "DRIFTS",
     "FAULTS",
     "FAULT_HEADER",
@@ -78,6 +77,7 @@ __all__ = [
     "ndjson_line",
     "new_task",
     "parse_faults",
+    "provider_class",
     "redact_headers",
     "redact_query",
     "redact_url",

@@ -6,24 +6,17 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["FAULTS", "FaultError", "FaultPlan", "FaultSpec", "parse_faults"]
+from imagegen_conformance.contracts import FAULT_CATALOGUE
 
-#: Every fault the engine knows, and what it does. The same names work for all providers.
-FAULTS: dict[str, str] = {
-    "latency": "delay the answer by ARG milliseconds of real time (or LOW-HIGH, drawn uniformly)",
-    "http": "answer with the provider's own error for status ARG (default 500); ARG may be STATUS:CODE",
-    "rate_limit": "answer 429 in the provider's envelope with Retry-After: ARG seconds (default 1)",
-    "reset": "drop the connection without answering",
-    "malformed": "answer 200 with a body that is not valid JSON",
-    "truncate": "end a stream (SSE, NDJSON) after ARG chunks (default 1) without its last event",
-    "task_fail": "the task created by this request ends in the provider's failed state",
-    "never_finish": "the task created by this request never finishes",
-    "expired_url": "image URLs in the answer have already expired",
-    "duplicate_webhook": "deliver the webhook or callback twice",
-    "late_webhook": "deliver the webhook or callback ARG provider seconds late (default 30)",
-}
+__all__ = ["FAULTS", "STAGES", "FaultError", "FaultPlan", "FaultSpec", "parse_faults"]
+
+#: Every fault the engine knows, and what it does (contracts/faults.yaml). The same names work
+#: for all providers.
+FAULTS: dict[str, str] = {name: spec["doc"] for name, spec in FAULT_CATALOGUE.items()}
+#: fault name -> the stage where the engine applies it: request, response, stream, task, link, delivery.
+STAGES: dict[str, str] = {name: spec["stage"] for name, spec in FAULT_CATALOGUE.items()}
 #: Faults the engine applies itself, before or after the provider's handler.
-ENGINE_FAULTS = frozenset({"latency", "http", "rate_limit", "reset", "malformed"})
+ENGINE_FAULTS = frozenset(name for name, stage in STAGES.items() if stage in ("request", "response"))
 
 
 class FaultError(ValueError):

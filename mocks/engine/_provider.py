@@ -1,19 +1,23 @@
 from __future__ import annotations
 
+import importlib
 import re
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from contracts import ErrorSpec
+from imagegen_conformance import contracts
+from imagegen_conformance.contracts import ContractError, ErrorSpec
 
 from ._http import MockRequest, MockResponse
 
 if TYPE_CHECKING:
     from ._server import Call, MockServer
 
-__all__ = ["Provider", "Route", "route"]
+__all__ = ["Provider", "Route", "provider_class", "route"]
 
 Handler = Callable[[Any, MockRequest, "Call"], Awaitable[MockResponse]]
 F = TypeVar("F", bound=Callable[..., Any])
@@ -151,3 +155,30 @@ class Provider(ABC):
 def _retry_after(seconds: float) -> str:
     whole = int(seconds)
     return str(whole if whole == seconds else whole + 1)
+
+
+def provider_class(provider: str) -> type[Provider]:
+    """The simulator class a provider's contract names (``mock: "module:Class"``).
+
+    A module that is not importable as it is is looked for beside the contract folders
+    (a user's ``IMAGEGEN_CONTRACTS`` directory may hold both).
+    """
+    contract = contracts.load(provider)
+    spec = contract.behaviour.mock
+    where = f"{contract.folder}/behaviour.yaml: mock"
+    module_name, _, class_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        root = str(PurePath(contract.folder).parent)
+        if exc.name is None or not module_name.startswith(exc.name) or root in sys.path:
+            raise ContractError(f"{where}: cannot import {module_name!r}: {exc}") from None
+        sys.path.append(root)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as again:
+            raise ContractError(f"{where}: cannot import {module_name!r}: {again}") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ContractError(f"{where}: {spec} is not a Provider subclass")
+    return cls

@@ -14,11 +14,7 @@ from aiohttp import web
 from ._aiohttp import make_handler
 from ._server import MockServer
 
-__all__ = ["DEFAULT_PORTS", "Listener", "PortInUse", "Served", "TLSMaterial", "bind", "start"]
-
-#: One default port per provider for its primary host; extra hosts (fal's sync host) take port 0.
-DEFAULT_PORTS = {"cloudsway": 8701, "acedata": 8702, "fal": 8703, "yunyx": 8704, "dify": 8705}
-
+__all__ = ["Listener", "PortInUse", "Served", "TLSMaterial", "bind", "start"]
 
 class PortInUse(OSError):
     pass

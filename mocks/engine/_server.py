@@ -9,13 +9,14 @@ import traceback
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
-import contracts
-from contracts import Contract, ContractError
+from imagegen_conformance import contracts
+from imagegen_conformance.contracts import Contract, ContractError
 
-from ._clock import Clock
+from ._admin import handle_admin
+from ._clock import Clock, make_clock
 from ._deliver import Deliverer
 from ._faults import FaultError, FaultPlan, FaultSpec, parse_faults, select_header
-from ._http import MockRequest, MockResponse
+from ._http import MockRequest, MockResponse, dumps
 from ._images import ImageSpec, ImageTokenError, ImageTokens, render
 from ._journal import (
     EVENT_LIMIT,
@@ -26,7 +27,7 @@ from ._journal import (
     redact_query,
     redact_text,
 )
-from ._provider import Provider, Route
+from ._provider import Provider, Route, provider_class
 from ._ratelimit import RateLimiter
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
 
@@ -128,14 +129,10 @@ class MockServer:
         allow_hosts: Iterable[str] = (),
         store: TaskStore | None = None,
     ) -> None:
-        from .._registry import provider_class  # the registry imports provider modules
-
         self.contract: Contract = contracts.load(provider)
         self.provider_id = self.contract.provider
         behaviour = self.contract.behaviour
         if isinstance(clock, str) or clock is None:
-            from ._clock import make_clock
-
             kind = clock or ("scaled" if time_scale != 1.0 else "real")
             clock = make_clock(kind, time_scale)
         self.clock: Clock = clock
@@ -256,8 +253,6 @@ class MockServer:
             # The public URL names the primary host; other hosts (fal's sync host) keep theirs.
             request.base_url = self.public_url
         if request.path.startswith(ADMIN_PREFIX):
-            from ._admin import handle_admin
-
             return await handle_admin(self, request)
         started = time.perf_counter()
         route, wrong_method = self.match(request)
@@ -446,8 +441,6 @@ class MockServer:
         role: str | None = None,
     ) -> MockResponse:
         """Call the mock directly, without any transport (for tests and tools)."""
-        from ._http import dumps
-
         hdrs = dict(headers or {})
         if json is not None:
             body = dumps(json)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any, Protocol
 
-from contracts import Lifecycle
+from imagegen_conformance.contracts import Lifecycle
 
 from ._clock import Clock
 

@@ -4,8 +4,8 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-import contracts
-from contracts import ContractError
+from imagegen_conformance import contracts
+from imagegen_conformance.contracts import ContractError
 
 
 def test_load_returns_typed_contract() -> None:

@@ -11,9 +11,9 @@ import pytest
 from click.testing import CliRunner
 from junitparser import JUnitXml
 
-from harness.cli import main
+from imagegen_conformance.harness.cli import main
 
-REFERENCE = f"{sys.executable} -m harness.clients.cloudsway"
+REFERENCE = f"{sys.executable} -m imagegen_conformance.clients.cloudsway"
 
 
 def invoke(*args: str) -> tuple[int, str, str]:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-import contracts
-from harness import CallableClient, run_scenario
+from imagegen_conformance import contracts
+from imagegen_conformance.harness import CallableClient, run_scenario
 
 CATALOGUE = [
     # Timing flaws run on a slower clock (10x), so a loaded machine's round trips stay far

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-import contracts
-from harness import CallableClient, run_scenario
+from imagegen_conformance import contracts
+from imagegen_conformance.harness import CallableClient, run_scenario
 
 CATALOGUE = [
     pytest.param("fal", {}, "happy-path", None, set(), id="fal-unflawed"),

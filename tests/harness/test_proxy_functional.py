@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-import contracts
-from harness import ValidatingProxy, load_client, run_scenario
+from imagegen_conformance import contracts
+from imagegen_conformance.harness import ValidatingProxy, load_client, run_scenario
 
 CANARY = "imagegen-canary-proxy-5f3c9a1e7d"
 
@@ -72,7 +72,7 @@ async def test_sse_passes_through_event_by_event(serve_mock) -> None:
 async def test_runner_through_the_proxy_to_a_served_mock(serve_mock) -> None:
     running = await serve_mock("cloudsway", clock="scaled", time_scale=100, seed=2)
     contract = contracts.load("cloudsway")
-    client = load_client("harness.clients.cloudsway:run")
+    client = load_client("imagegen_conformance.clients.cloudsway:run")
     fired: set[str] = set()
     for scenario in ("happy-path", "transient-poll-503", "rate-limited-create"):
         result = await run_scenario(contract, contract.scenario(scenario), client,
@@ -92,8 +92,8 @@ async def test_live_targets_skip_scenarios_that_need_faults(serve_mock) -> None:
     url = await proxy.start()
     try:
         scenario = contract.scenario("transient-poll-503")
-        result = await run_scenario(contract, scenario, load_client("harness.clients.cloudsway:run"),
-                                    target=url + "/nomock")
+        client = load_client("imagegen_conformance.clients.cloudsway:run")
+        result = await run_scenario(contract, scenario, client, target=url + "/nomock")
         assert result.skipped is not None and "fault" in result.skipped
     finally:
         await proxy.close()
@@ -103,7 +103,7 @@ async def test_the_proxy_command_never_prints_or_records_the_key(serve_mock, tmp
     running = await serve_mock("cloudsway", clock="manual", seed=4)
     record = tmp_path / "record.jsonl"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "harness", "proxy", "-p", "cloudsway", "--target", running.url,
+        sys.executable, "-m", "imagegen_conformance", "proxy", "-p", "cloudsway", "--target", running.url,
         "--port", "0", "--record", str(record),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -154,7 +154,7 @@ async def test_ndjson_passes_through_line_by_line(serve_mock) -> None:
 async def test_each_streamed_event_is_validated_as_it_passes() -> None:
     from aiohttp import web
 
-    from harness import Deviation
+    from imagegen_conformance.harness import Deviation
 
     release = asyncio.Event()
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import contracts
-from harness import profile
-from harness.cli import main
+from imagegen_conformance import contracts
+from imagegen_conformance.harness import profile
+from imagegen_conformance.harness.cli import main
 
 PROVIDERS = [p for p in contracts.available() if profile(p).reference_client]
 
@@ -41,7 +41,7 @@ def test_reference_client_passes_every_scenario(provider: str, tmp_path: Path) -
 
 @pytest.mark.parametrize("provider", list(contracts.available()))
 def test_every_scenario_states_an_outcome_the_runner_knows(provider: str) -> None:
-    from harness._runner import OUTCOMES
+    from imagegen_conformance.harness.run._evaluate import OUTCOMES
 
     for scenario in contracts.load(provider).scenarios:
         assert scenario.expect.outcome in OUTCOMES, scenario.id
@@ -54,12 +54,12 @@ async def test_acedata_stub_pending_records_are_not_mistaken_for_success() -> No
     # the profile reads the state from data/error, so polling on is no deviation.
     import dataclasses
 
-    from harness import load_client, run_scenario
+    from imagegen_conformance.harness import load_client, run_scenario
 
     contract = contracts.load("acedata")
     scenario = contract.scenario("happy-path-async")
     stub = dataclasses.replace(scenario, options={**scenario.options, "pending_record": "stub"})
-    result = await run_scenario(contract, stub, load_client("harness.clients.acedata:run"),
+    result = await run_scenario(contract, stub, load_client("imagegen_conformance.clients.acedata:run"),
                                 startup_slack=2.0)
     polls = [e for e in result.exchanges if e.operation == "retrieveFluxTasks"]
     assert len(polls) >= 2 and '"success":true' in (polls[0].response_body or "").replace(" ", "")

@@ -12,8 +12,8 @@ import pytest_asyncio
 from junitparser import Failure, JUnitXml
 from rich.console import Console
 
-import contracts
-from harness import (
+from imagegen_conformance import contracts
+from imagegen_conformance.harness import (
     CallableClient,
     Report,
     Severity,
@@ -31,7 +31,7 @@ KEY = "imagegen-canary-report-0123456789abcdef"
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def report(cloudsway_faulty_client: Callable[..., Any]) -> Report:
     contract = contracts.load("cloudsway")
-    ref = load_client("harness.clients.cloudsway:run")
+    ref = load_client("imagegen_conformance.clients.cloudsway:run")
     fast = CallableClient(cloudsway_faulty_client(poll_every=0.01))
     out = Report("cloudsway", "mixed", "mock")
     for client, scenario in ((ref, "happy-path"), (ref, "batch-portrait"), (fast, "happy-path")):
@@ -106,7 +106,7 @@ def test_fail_on_sets_the_threshold(report: Report) -> None:
 
 async def test_signed_links_are_redacted_in_reports() -> None:
     contract = contracts.load("yunyx")
-    client = load_client("harness.clients.yunyx:run")  # its 403 message quotes the signed link
+    client = load_client("imagegen_conformance.clients.yunyx:run")  # its 403 message quotes the signed link
     result = await run_scenario(contract, contract.scenario("expired-link"), client, startup_slack=1.0)
     assert result.result is not None and "X-Amz-Signature" in (result.result.error or "")
     raw = result.exchanges[0].response_body or ""

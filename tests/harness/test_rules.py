@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-import contracts
-from harness import ClientOutcome, RuleContext, check_rules, rule_catalogue, validate_all
-from harness._rules import applicable_rules
-from mocks.engine import Exchange
+from imagegen_conformance import contracts
+from imagegen_conformance.harness import ClientOutcome, RuleContext, check_rules, rule_catalogue, validate_all
+from imagegen_conformance.harness.rules._rules import applicable_rules
+from imagegen_conformance.mocks.engine import Exchange
 
 CREATE = "/v2/ai/ep/images/generations"
 TASK = "/v2/ai/ep/images/tasks/t1"

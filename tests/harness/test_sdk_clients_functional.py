@@ -9,7 +9,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from harness.cli import main
+from imagegen_conformance.harness.cli import main
 
 # fal-client, unmodified: it reads FAL_KEY and FAL_QUEUE_RUN_HOST, hard-codes https and
 # trusts SSL_CERT_FILE; `run --tls` provides all three.

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mocks import MockServer, start
+from imagegen_conformance.mocks import MockServer, start
 
 TOTAL = 1_000
 WARMUP = TOTAL  # the same size: containers reach their high-water marks before measuring

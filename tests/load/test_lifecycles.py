@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from mocks import MockServer, start
+from imagegen_conformance.mocks import MockServer, start
 
 PROVIDERS = ("cloudsway", "acedata", "fal", "yunyx", "dify")
 TOTAL = 1_000

@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from contracts import load
-from mocks import MockServer, start
+from imagegen_conformance.contracts import load
+from imagegen_conformance.mocks import MockServer, start
 
 # fal's 10 attempts over about 2 h of provider time take 3.6 s; each attempt's 15 s timeout
 # becomes 7.5 ms, so a busy loop may see an attempt time out instead of being refused.

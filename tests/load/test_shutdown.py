@@ -51,7 +51,7 @@ async def test_sigterm_with_requests_in_flight_ends_every_one_and_the_process() 
     # Provider time at 10x: an AceData sync generation holds its request 6-12 s, a Dify run
     # streams for 1-3 s; SIGTERM arrives while all of them are open.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", "serve", "-p", "acedata,dify", "--port", "0", "--json",
+        [sys.executable, "-m", "imagegen_conformance", "serve", "-p", "acedata,dify", "--port", "0", "--json",
          "--time-scale", "10"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )

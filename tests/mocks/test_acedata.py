@@ -13,10 +13,10 @@ from acedatacloud import AceDataCloud
 from openapi_spec_validator import validate
 from PIL import Image
 
-import contracts
-from mocks import MockServer, mock_router
-from mocks.acedata import AceDataProvider
-from mocks.engine import FaultSpec, MockResponse
+from imagegen_conformance import contracts
+from imagegen_conformance.mocks import MockServer, mock_router
+from imagegen_conformance.mocks.acedata import AceDataProvider
+from imagegen_conformance.mocks.engine import FaultSpec, MockResponse
 
 AUTH = {"Authorization": "Bearer ace-token"}
 IMAGES = "/flux/images"

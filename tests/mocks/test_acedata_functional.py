@@ -19,9 +19,9 @@ from acedatacloud import AceDataCloud, AsyncAceDataCloud
 from acedatacloud._runtime import errors as ace_errors
 from PIL import Image
 
-import contracts
+from imagegen_conformance import contracts
 
-CLI = [sys.executable, "-m", "harness"]
+CLI = [sys.executable, "-m", "imagegen_conformance"]
 TOKEN = "ace-token"
 
 

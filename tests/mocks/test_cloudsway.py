@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from PIL import Image
 
-import contracts
-from mocks import MockServer
-from mocks.engine import MockResponse
+from imagegen_conformance import contracts
+from imagegen_conformance.mocks import MockServer
+from imagegen_conformance.mocks.engine import MockResponse
 
 AUTH = {"Authorization": "Bearer test-key"}
 CREATE = "/v2/ai/lXynAhfbAiD/images/generations"

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from mocks import MockServer, mock_router
+from imagegen_conformance.mocks import MockServer, mock_router
 
-CLI = [sys.executable, "-m", "harness"]
+CLI = [sys.executable, "-m", "imagegen_conformance"]
 
 
 def curl(*args: str) -> str:

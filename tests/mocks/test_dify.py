@@ -18,10 +18,10 @@ import yaml
 from openapi_spec_validator import validate
 from PIL import Image
 
-import contracts
-from mocks import MockServer
-from mocks.dify import DifyProvider, Workflow, WorkflowError
-from mocks.engine import MockResponse
+from imagegen_conformance import contracts
+from imagegen_conformance.mocks import MockServer
+from imagegen_conformance.mocks.dify import DifyProvider, Workflow, WorkflowError
+from imagegen_conformance.mocks.engine import MockResponse
 
 AUTH = {"Authorization": "Bearer app-test"}
 RUN = "/v1/workflows/run"
@@ -115,7 +115,7 @@ def test_contract_loads_with_options_quirks_and_error_codes() -> None:
 
 def test_scenarios_name_known_faults_and_operations() -> None:
     contract = contracts.load("dify")
-    from mocks.engine import FaultSpec
+    from imagegen_conformance.mocks.engine import FaultSpec
 
     for scenario in contract.scenarios:
         for fault in scenario.faults:
@@ -853,7 +853,7 @@ async def test_a_known_path_asked_with_another_method_is_werkzeug_405_with_allow
 
 
 def test_the_stream_schema_takes_one_payload_or_one_parsed_sse_event() -> None:
-    from harness._validate import body_validator
+    from imagegen_conformance.harness.rules._validate import body_validator
 
     validator = body_validator("dify", "runWorkflow", 200, "text/event-stream")
     assert validator is not None

@@ -16,9 +16,9 @@ import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 from PIL import Image
 
-import contracts
-from contracts import SchemaValidator
-from mocks.dify import DifyProvider
+from imagegen_conformance import contracts
+from imagegen_conformance.contracts import SchemaValidator
+from imagegen_conformance.mocks.dify import DifyProvider
 
 AUTH = {"Authorization": "Bearer app-test"}
 # The seed's example, verbatim but for the host.
@@ -53,7 +53,7 @@ def provider(running: Any) -> DifyProvider:
 
 def slow_tool(seconds: float) -> dict[str, Any]:
     """The default workflow with a slower image tool."""
-    from mocks.dify import Workflow
+    from imagegen_conformance.mocks.dify import Workflow
 
     wf = Workflow.load()
     return {
@@ -422,7 +422,7 @@ def test_dify_client_python_unmodified_through_respx() -> None:
     from dify_client import models
     from dify_client._clientx import Client
 
-    from mocks import MockServer, mock_router
+    from imagegen_conformance.mocks import MockServer, mock_router
 
     server = MockServer("dify", clock="scaled", time_scale=100, seed=1)
     client = Client(api_key="app-test")

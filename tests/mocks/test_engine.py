@@ -9,8 +9,8 @@ import random
 import pytest
 from PIL import Image
 
-import contracts
-from mocks.engine import (
+from imagegen_conformance import contracts
+from imagegen_conformance.mocks.engine import (
     FaultError,
     FaultPlan,
     FaultSpec,
@@ -213,8 +213,8 @@ def test_rate_limiter_refills_with_provider_time() -> None:
 async def test_streamed_bodies_pass_through_the_journal_tap_and_truncate() -> None:
     from collections.abc import AsyncIterator
 
-    from mocks import MockServer
-    from mocks.engine import MockRequest, MockResponse
+    from imagegen_conformance.mocks import MockServer
+    from imagegen_conformance.mocks.engine import MockRequest, MockResponse
 
     server = MockServer("cloudsway", clock="manual")
     closed: list[bool] = []
@@ -245,8 +245,8 @@ async def test_streamed_bodies_pass_through_the_journal_tap_and_truncate() -> No
 
 
 async def test_public_url_rewrites_links_of_the_primary_host_only() -> None:
-    from mocks import MockServer
-    from mocks.engine import MockRequest
+    from imagegen_conformance.mocks import MockServer
+    from imagegen_conformance.mocks.engine import MockRequest
 
     server = MockServer("cloudsway", clock="manual", public_url="https://mocks.example/cs/")
     created = await server.dispatch(MockRequest.build(

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from openapi_spec_validator import validate
 from PIL import Image
 
-import contracts
-from mocks import FaultSpec, MockServer, mock_router
-from mocks.engine import MockResponse
+from imagegen_conformance import contracts
+from imagegen_conformance.mocks import FaultSpec, MockServer, mock_router
+from imagegen_conformance.mocks.engine import MockResponse
 
 AUTH = {"Authorization": "Key test-key"}
 SUBMIT = "/fal-ai/flux-1/dev"
@@ -770,8 +770,7 @@ async def test_fal_client_async_subscribe_through_respx() -> None:
 def test_fal_client_traffic_passes_the_harness_schema_and_rules() -> None:
     import fal_client
 
-    import harness
-
+    from imagegen_conformance import harness
     server = MockServer("fal", time_scale=100, seed=8)
     client = fal_client.SyncClient(key="test-key")
     with mock_router(server):
@@ -849,7 +848,7 @@ async def test_garbage_request_timeout_header_is_no_timeout(value: str) -> None:
 async def test_the_stream_schema_takes_one_payload_or_one_parsed_sse_event() -> None:
     # Regression (schemathesis ST108): Schemathesis validates {event, data} per SSE event, the
     # harness validates the data's JSON; the one schema serves both.
-    from harness._validate import body_validator
+    from imagegen_conformance.harness.rules._validate import body_validator
 
     validator = body_validator("fal", "streamRequestStatus", 200, "text/event-stream")
     assert validator is not None

@@ -21,7 +21,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from mocks import TLSMaterial
+from imagegen_conformance.mocks import TLSMaterial
 
 APP = "fal-ai/flux-1/dev"
 KEY = {"Authorization": "Key test-key"}
@@ -129,7 +129,8 @@ async def serve_fal(serve_mock: Any, tls: TLSMaterial, **kwargs: Any) -> tuple[A
 
 async def test_cli_serve_tls_subscribe_with_logs_and_sync_run(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "harness", "serve", "-p", "fal", "--tls", "--tls-dir", str(tmp_path),
+        sys.executable, "-m", "imagegen_conformance", "serve", "-p", "fal", "--tls",
+        "--tls-dir", str(tmp_path),
         "--port", "0", "--time-scale", "10", "--seed", "3",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -12,10 +12,10 @@ import pytest
 from openapi_spec_validator import validate
 from PIL import Image
 
-import contracts
-from mocks import MockServer
-from mocks.engine import FaultSpec, MockResponse
-from mocks.yunyx import YunyxProvider, go_json
+from imagegen_conformance import contracts
+from imagegen_conformance.mocks import MockServer
+from imagegen_conformance.mocks.engine import FaultSpec, MockResponse
+from imagegen_conformance.mocks.yunyx import YunyxProvider, go_json
 
 AUTH = {"Authorization": "Bearer yunyx-key"}
 PATH = "/v1/images/generations"

@@ -18,9 +18,9 @@ import pytest
 import requests
 from PIL import Image
 
-from mocks import MockServer, mock_router
+from imagegen_conformance.mocks import MockServer, mock_router
 
-CLI = [sys.executable, "-m", "harness"]
+CLI = [sys.executable, "-m", "imagegen_conformance"]
 # The seed's Python example, verbatim; only the URL's host is replaced (HOST below).
 SEED_SNIPPET = '''import requests
 

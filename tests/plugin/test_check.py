@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-import contracts
-from mocks import MockServer, ServeThread
+from imagegen_conformance import contracts
+from imagegen_conformance.mocks import MockServer, ServeThread
 
-CLI = [sys.executable, "-m", "harness", "check"]
+CLI = [sys.executable, "-m", "imagegen_conformance", "check"]
 
 
 @pytest.mark.timeout(240)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from mocks import MockServer
+from imagegen_conformance.mocks import MockServer
 
 
 def test_fal_client_subscribe_through_the_respx_fixture(

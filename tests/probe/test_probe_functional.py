@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-import contracts
-from harness._probe import PROBE_REQUESTS, probe_scenario
-from harness._profile import profile
+from imagegen_conformance import contracts
+from imagegen_conformance.harness.live._probe import probe_scenario
+from imagegen_conformance.harness.rules._profile import profile
 
 PHASES = ("submit", "queue", "run", "download")
 
@@ -27,7 +27,7 @@ def _env_for(urls: dict[str, str]) -> dict[str, str]:
 
 
 def test_probe_requests_are_valid_for_each_contract() -> None:
-    for provider in PROBE_REQUESTS:
+    for provider in contracts.available():
         contract = contracts.load(provider)
         scenario = probe_scenario(contract)
         creates = [p.operation for p in profile(provider).of_kind("create")] or [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from harness._probe import (
+from imagegen_conformance.harness.live._probe import (
     EXIT_CODES,
     Drift,
     ProbeResult,

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-import contracts
-from harness._clients import CallableClient
-from harness._profile import profile
-from harness._runner import build_env
+from imagegen_conformance import contracts
+from imagegen_conformance.harness.rules._profile import profile
+from imagegen_conformance.harness.run._clients import CallableClient
+from imagegen_conformance.harness.run._evaluate import build_env
 
 CANARY = "imagegen-canary-replay-8c1d2e3f4a5b"
 SCALE = "50"
@@ -25,7 +25,8 @@ SCALE = "50"
 async def _start_proxy(provider: str, target: str, record: Path, fmt: str, env: dict[str, str]
                        ) -> tuple[asyncio.subprocess.Process, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "harness", "proxy", "-p", provider, "--target", target, "--port", "0",
+        sys.executable, "-m", "imagegen_conformance", "proxy", "-p", provider, "--target", target,
+        "--port", "0",
         "--time-scale", SCALE, "--record", str(record), "--record-format", fmt, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -88,7 +89,7 @@ async def test_a_recorded_session_replays_with_the_same_results(
 
 
 async def test_replay_answers_in_order_and_rewrites_the_base_url(tmp_path: Path) -> None:
-    from mocks.engine import Replay
+    from imagegen_conformance.mocks.engine import Replay
 
     record = tmp_path / "r.jsonl"
     lines = [

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from harness._record import Recorder
-from mocks.engine import Exchange, Replay
+from imagegen_conformance.harness.proxy._record import Recorder
+from imagegen_conformance.mocks.engine import Exchange, Replay
 
 KEY = "sk-live-canary-5d6e7f8091"
 
@@ -74,11 +74,11 @@ async def test_a_replayed_stream_keeps_its_spacing_under_the_clock(tmp_path: Pat
 async def test_links_to_a_live_target_are_rewritten_so_follow_ups_are_seen(tmp_path: Path) -> None:
     # In front of a live endpoint the proxy sends the endpoint's own Host, so returned links
     # (fal's status_url, response_url) name the endpoint; rewritten, the polls come back.
-    import contracts
-    from harness._clients import CallableClient
-    from harness._proxy import ValidatingProxy
-    from harness._runner import build_env
-    from mocks import MockServer, start
+    from imagegen_conformance import contracts
+    from imagegen_conformance.harness.proxy._proxy import ValidatingProxy
+    from imagegen_conformance.harness.run._clients import CallableClient
+    from imagegen_conformance.harness.run._evaluate import build_env
+    from imagegen_conformance.mocks import MockServer, start
 
     server = MockServer("fal", clock="scaled", time_scale=50, seed=3)
     served = await start([server], ports={"fal": 0})
@@ -89,7 +89,7 @@ async def test_links_to_a_live_target_are_rewritten_so_follow_ups_are_seen(tmp_p
         contract = contracts.load("fal")
         env = build_env(contract, contract.scenario("happy-path"), {"queue": url}, "k:s",
                         str(tmp_path), 50.0)
-        result = await CallableClient("harness.clients.fal:run").run(env, 30)
+        result = await CallableClient("imagegen_conformance.clients.fal:run").run(env, 30)
     finally:
         await proxy.close()
         await served.close()

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from mocks import MockRequest, MockServer, start
+from imagegen_conformance.mocks import MockRequest, MockServer, start
 
 # (provider, role, method, path, auth header) of one body-taking operation each.
 TARGETS = [

@@ -11,9 +11,9 @@ import sys
 import httpx
 import pytest
 
-from mocks import MockServer
+from imagegen_conformance.mocks import MockServer
 
-SERVE = [sys.executable, "-m", "harness", "serve"]
+SERVE = [sys.executable, "-m", "imagegen_conformance", "serve"]
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -72,14 +72,14 @@ def test_serve_warns_before_binding_beyond_loopback() -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "127.0.0.2"])
 def test_no_warning_for_loopback_hosts(host: str) -> None:
-    from mocks.engine import is_loopback
+    from imagegen_conformance.mocks.engine import is_loopback
 
     assert is_loopback(host)
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "example.com", "192.0.2.1"])
 def test_every_other_host_counts_as_exposed(host: str) -> None:
-    from mocks.engine import is_loopback
+    from imagegen_conformance.mocks.engine import is_loopback
 
     assert not is_loopback(host)
 

@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
 
-from mocks import MockServer
+from imagegen_conformance.mocks import MockServer
 
 TRAVERSALS = [
     "../../../../etc/passwd",

@@ -22,9 +22,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-import contracts
-from harness.strategies import invalid_requests
-from mocks import MockRequest, MockServer, ServeThread
+from imagegen_conformance import contracts
+from imagegen_conformance.harness.strategies import invalid_requests
+from imagegen_conformance.mocks import MockRequest, MockServer, ServeThread
 
 KEY = "fuzz-key"
 # Per operation: 12 in the default run; a deeper profile (HYPOTHESIS_PROFILE=thorough) sets its own.

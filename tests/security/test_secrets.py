@@ -17,9 +17,9 @@ import httpx
 import pytest
 from rich.console import Console
 
-import harness
-from harness import CallableClient, RunOptions, load_client
-from mocks import MockServer, start
+from imagegen_conformance import harness
+from imagegen_conformance.harness import CallableClient, RunOptions, load_client
+from imagegen_conformance.mocks import MockServer, start
 
 CANARY = "canary-" + secrets.token_hex(16)
 
@@ -94,7 +94,7 @@ def _leaky_client(environ: Mapping[str, str]) -> dict[str, object]:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("client", ["harness.clients.cloudsway:run", "leaky"])
+@pytest.mark.parametrize("client", ["imagegen_conformance.clients.cloudsway:run", "leaky"])
 def test_the_canary_is_absent_from_every_report_format(client: str) -> None:
     runner = CallableClient(_leaky_client) if client == "leaky" else load_client(client)
     report = asyncio.run(harness.run(RunOptions(
@@ -118,7 +118,8 @@ def test_the_canary_is_absent_from_every_report_format(client: str) -> None:
 def test_the_canary_is_absent_from_recordings_and_logs(tmp_path: Path) -> None:
     record = tmp_path / "recording.jsonl"
     serve = subprocess.Popen(
-        [sys.executable, "-m", "harness", "serve", "-p", "cloudsway,fal", "--port", "0", "--json",
+        [sys.executable, "-m", "imagegen_conformance", "serve", "-p", "cloudsway,fal", "--port", "0",
+         "--json",
          "--admin-token", CANARY],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -130,7 +131,7 @@ def test_the_canary_is_absent_from_recordings_and_logs(tmp_path: Path) -> None:
             item = json.loads(serve.stdout.readline())
             urls[(item["provider"], item["role"])] = item["url"]
         proxy = subprocess.Popen(
-            [sys.executable, "-m", "harness", "proxy", "-p", "cloudsway", "--target",
+            [sys.executable, "-m", "imagegen_conformance", "proxy", "-p", "cloudsway", "--target",
              urls[("cloudsway", "api")], "--port", "0", "--record", str(record)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from mocks import MockServer, start
-from mocks.engine import refusal
+from imagegen_conformance.mocks import MockServer, start
+from imagegen_conformance.mocks.engine import refusal
 
 OUTSIDE = [
     "http://169.254.169.254/latest/meta-data/",  # cloud metadata

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
-from harness.stateful import MockMachine
+from imagegen_conformance.harness.stateful import MockMachine
 
 AUTH = {"Authorization": "Bearer k"}
 

@@ -8,9 +8,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
-import contracts
-from harness.stateful import MockMachine
-from harness.strategies import invalid_requests, requests
+from imagegen_conformance import contracts
+from imagegen_conformance.harness.stateful import MockMachine
+from imagegen_conformance.harness.strategies import invalid_requests, requests
 
 AUTH = {"Authorization": "Bearer k"}
 TASK_VALIDATOR = contracts.response_validator("cloudsway", "getImageTask", 200)

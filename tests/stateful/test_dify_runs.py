@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import rule
 
-from harness.stateful import MockMachine
-from mocks.engine import MockResponse
+from imagegen_conformance.harness.stateful import MockMachine
+from imagegen_conformance.mocks.engine import MockResponse
 
 AUTH = {"Authorization": "Bearer app-k"}
 FILES_VALID_FOR = 300.0

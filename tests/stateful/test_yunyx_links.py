@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import rule
 from PIL import Image
 
-import contracts
-from harness.stateful import MockMachine
+from imagegen_conformance import contracts
+from imagegen_conformance.harness.stateful import MockMachine
 
 AUTH = {"Authorization": "Bearer k"}
 TTL = contracts.load("yunyx").behaviour.retention.image_url

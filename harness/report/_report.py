@@ -1,0 +1,124 @@
+"""The result of a run: per scenario, its exchanges, the client's result and the deviations."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from imagegen_conformance.mocks.engine import Exchange
+
+from ..rules import ClientResult
+from ..rules._deviation import Deviation, Severity
+from ..rules._exchanges import redacted
+from ..rules._rules import RuleInfo, rule_catalogue
+
+__all__ = ["Report", "ScenarioResult"]
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario run against one client."""
+
+    provider: str
+    scenario: str
+    summary: str
+    client: str
+    target: str
+    expect: dict[str, Any]
+    deviations: list[Deviation] = field(default_factory=list)
+    exchanges: list[Exchange] = field(default_factory=list)
+    probes: list[Exchange] = field(default_factory=list)
+    result: ClientResult | None = None
+    rules: list[str] = field(default_factory=list)  # the checks that applied
+    time_scale: float = 1.0
+    seconds: float = 0.0  # wall-clock
+    skipped: str | None = None  # why the scenario did not run
+    base_url: str | None = None
+
+    def worst(self) -> Severity | None:
+        return max((d.severity for d in self.deviations), default=None)
+
+    def passed(self, fail_on: Severity) -> bool:
+        return self.skipped is not None or all(d.severity < fail_on for d in self.deviations)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "provider": self.provider,
+            "scenario": self.scenario,
+            "summary": self.summary,
+            "client": self.client,
+            "target": self.target,
+            "expect": self.expect,
+            "skipped": self.skipped,
+            "time_scale": self.time_scale,
+            "seconds": round(self.seconds, 3),
+            "rules": self.rules,
+            "result": self.result.to_dict() if self.result else None,
+            "deviations": [d.to_dict() for d in self.deviations],
+            "exchanges": [redacted(e).to_dict() for e in self.exchanges],
+            "probes": [redacted(e).to_dict() for e in self.probes],
+        }
+
+
+@dataclass
+class Report:
+    """Everything one ``run`` found; the reporters render it."""
+
+    provider: str
+    client: str
+    target: str
+    fail_on: Severity = Severity.ERROR
+    results: list[ScenarioResult] = field(default_factory=list)
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+
+    @property
+    def deviations(self) -> list[Deviation]:
+        return [d for r in self.results for d in r.deviations]
+
+    def failing(self) -> list[Deviation]:
+        return [d for d in self.deviations if d.severity >= self.fail_on]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failing()
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.ok else 1
+
+    def catalogue(self) -> dict[str, RuleInfo]:
+        return rule_catalogue()
+
+    def to_dict(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for d in self.deviations:
+            counts[d.severity.label] = counts.get(d.severity.label, 0) + 1
+        return {
+            "tool": "imagegen-conformance",
+            "provider": self.provider,
+            "client": self.client,
+            "target": self.target,
+            "fail_on": self.fail_on.label,
+            "ok": self.ok,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "summary": {
+                "scenarios": len(self.results),
+                "passed": sum(1 for r in self.results if r.passed(self.fail_on) and not r.skipped),
+                "failed": sum(1 for r in self.results if not r.passed(self.fail_on)),
+                "skipped": sum(1 for r in self.results if r.skipped),
+                "deviations": counts,
+            },
+            "rules": {
+                i.id: {"severity": i.severity.label, "side": i.side.value, "summary": i.summary,
+                       "reads": i.reads}
+                for i in rule_catalogue().values()
+            },
+            "scenarios": [r.to_dict() for r in self.results],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, default=str)

@@ -1,0 +1,71 @@
+"""What a client under test reported, as the harness measured it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._exchanges import redact_text
+
+__all__ = ["ClientResult", "ImageResult"]
+
+
+@dataclass
+class ImageResult:
+    """One image the client delivered, as the harness measured it."""
+
+    url: str | None
+    path: str | None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    error: str | None = None
+    thumbnail: str | None = None  # a data: URI (PNG, at most 160 px), for the HTML report
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "thumbnail"}
+        url = self.url
+        if url and url.startswith("data:") and len(url) > 64:
+            url = url[:48] + f"...<{len(url)} chars>"
+        out["url"] = redact_text(url)
+        return out
+
+
+@dataclass
+class ClientResult:
+    """How the client's run ended."""
+
+    ok: bool
+    exit_code: int | None = None
+    timed_out: bool = False
+    output: Any = None
+    error: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    started_at: float = 0.0
+    ended_at: float = 0.0
+    images: list[ImageResult] = field(default_factory=list)
+
+    @property
+    def raw_images(self) -> list[Any]:
+        if isinstance(self.output, dict) and isinstance(self.output.get("images"), list):
+            return list(self.output["images"])
+        return []
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything about the run, signed links in it redacted (the key already is)."""
+        output = self.output
+        if output is not None:
+            output = json.loads(redact_text(json.dumps(output, default=str)) or "null")
+        return {
+            "ok": self.ok,
+            "exit_code": self.exit_code,
+            "timed_out": self.timed_out,
+            "error": redact_text(self.error),
+            "output": output,
+            "stdout": redact_text(self.stdout),
+            "stderr": redact_text(self.stderr),
+            "seconds": round(self.ended_at - self.started_at, 3),
+            "images": [i.to_dict() for i in self.images],
+        }

@@ -1,0 +1,3 @@
+from imagegen_conformance.harness.cli import main
+
+main()
