@@ -53,6 +53,25 @@ def _options(values: tuple[str, ...]) -> dict[str, dict[str, str]]:
     return out
 
 
+def _add_contracts(ctx: click.Context, param: click.Parameter, value: tuple[Path, ...]) -> None:
+    try:
+        if value:
+            contracts.add_contracts(*value)
+        contracts.available()  # a broken IMAGEGEN_CONTRACTS or folder is a usage error, here
+    except contracts.ContractError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+
+#: ``--contracts DIR`` on every command that takes ``--provider``.
+contracts_option = click.option(
+    "--contracts", "contract_dirs", multiple=True, metavar="DIR", expose_value=False, is_eager=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path), callback=_add_contracts,
+    help="Load more providers from DIR (folders <id>/ with openapi, behaviour and scenarios YAML); "
+         "repeatable. IMAGEGEN_CONTRACTS (os.pathsep-separated) does the same.",
+)
+
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(package_name="imagegen-conformance")
 def main() -> None:
@@ -109,6 +128,7 @@ def main() -> None:
               help="Answer from a recording (proxy --record, JSON lines or HAR) instead of a mock: "
                    "the n-th request of a path gets its n-th recorded answer, timing scaled by "
                    "--time-scale. --port 0 for a free port.")
+@contracts_option
 def serve(**kwargs: Any) -> None:
     """Start provider mocks and print `<provider> <base-url>` once each accepts connections.
 
@@ -170,6 +190,7 @@ def _emit(as_json: bool) -> Any:
 
 @main.command(context_settings=CONTEXT)
 @click.option("--options", "show_options", is_flag=True, help="Also list each provider's options.")
+@contracts_option
 def providers(show_options: bool) -> None:
     """List the providers, their hosts, operations and selectable options."""
     for name in contracts.available():
@@ -206,6 +227,7 @@ def faults() -> None:
               help="Key to send (env IMAGEGEN_API_KEY). With no --target, the mock accepts only it.")
 @click.option("--seed", type=int, default=None, help="Reproduce a previous run.")
 @click.argument("schemathesis_args", nargs=-1, type=click.UNPROCESSED)
+@contracts_option
 def check(provider: str, target: str | None, max_examples: int, api_key: str | None,
           seed: int | None, schemathesis_args: tuple[str, ...]) -> None:
     """Run Schemathesis over a provider's OpenAPI contract: every check, valid and invalid data.
@@ -267,6 +289,7 @@ def check(provider: str, target: str | None, max_examples: int, api_key: str | N
               show_default=True,
               help="socket: mocks on free ports (any client). respx: mocks in-process under the "
                    "provider's real hostnames (a module:function client using httpx).")
+@contracts_option
 def run(**kwargs: Any) -> None:
     """Run a client against the provider's scenarios and report every deviation.
 
@@ -313,6 +336,7 @@ def run(**kwargs: Any) -> None:
 @click.option("--record-format", type=click.Choice(["jsonl", "har"]), default="jsonl",
               show_default=True, help="JSON lines (exchanges, deviations, image bytes, stream "
                                       "timing) or an HTTP Archive 1.2.")
+@contracts_option
 def proxy(provider: str, target: str, host: str, port: int, time_scale: float,
           record: Path | None, record_format: str) -> None:
     """A validating, recording reverse proxy in front of a mock or a live endpoint.
@@ -350,6 +374,7 @@ def proxy(provider: str, target: str, host: str, port: int, time_scale: float,
 @main.command(context_settings=CONTEXT)
 @click.option("--provider", "-p", default=None, metavar="ID",
               help="Show which rules apply to this provider and the parameters they read.")
+@contracts_option
 def rules(provider: str | None) -> None:
     """List every check the harness makes: id, severity, side at fault, what it reads."""
     from ..rules._rules import applicable_rules, rule_catalogue
@@ -371,6 +396,7 @@ def rules(provider: str | None) -> None:
 
 @main.command(context_settings=CONTEXT)
 @click.option("--provider", "-p", required=True, metavar="ID", help="Provider whose scenarios to list.")
+@contracts_option
 def scenarios(provider: str) -> None:
     """List a provider's scenarios: how the mock is set up and what a correct client does."""
     try:
@@ -404,6 +430,7 @@ def scenarios(provider: str) -> None:
 @click.option("--prometheus", "prom_out", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write the Prometheus text format here (textfile collector).")
 @click.option("--quiet", "-q", is_flag=True, help="No terminal table.")
+@contracts_option
 def probe(provider: tuple[str, ...], timeout: float, connect_timeout: float, state_path: Path | None,
           json_out: Path | None, junit_out: Path | None, prom_out: Path | None, quiet: bool) -> None:
     """Health-check live providers: the cheapest complete request, validated, every phase timed.

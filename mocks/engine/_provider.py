@@ -75,7 +75,8 @@ class Provider(ABC):
     its API: validation, bodies, the error envelope.
     """
 
-    id: ClassVar[str]
+    #: The provider id: its contract folder's name (a subclass serving another contract gets that id).
+    id: str
     #: Where the engine serves signed image links for this provider (None: the provider serves
     #: its own file routes, as Dify and yunyx do).
     image_prefix: ClassVar[str | None] = "/images/"
@@ -83,6 +84,7 @@ class Provider(ABC):
     def __init__(self, server: MockServer) -> None:
         self.server = server
         self.contract = server.contract
+        self.id = server.contract.provider
 
     @classmethod
     def routes(cls) -> list[Route]:

@@ -1,5 +1,10 @@
 from __future__ import annotations
 
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 import yaml
 from openapi_spec_validator import validate
@@ -83,3 +88,73 @@ def test_lifecycle_legal_transitions() -> None:
     assert lifecycle.is_legal("pending", "completed")
     assert not lifecycle.is_legal("completed", "pending")
     assert not lifecycle.is_legal("failed", "completed")
+
+
+def _broken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Callable[[dict[str, Any]], None],
+            file: str = "behaviour.yaml") -> Path:
+    """A copy of Cloudsway's contract as provider ``broken``, with one edit to one file."""
+    folder = tmp_path / "broken"
+    shutil.copytree(contracts.contract_dir("cloudsway"), folder)
+    behaviour = yaml.safe_load((folder / "behaviour.yaml").read_text())
+    behaviour["provider"] = "broken"
+    behaviour.pop("aliases", None)
+    (folder / "behaviour.yaml").write_text(yaml.safe_dump(behaviour))
+    document = yaml.safe_load((folder / file).read_text())
+    edit(document)
+    (folder / file).write_text(yaml.safe_dump(document))
+    monkeypatch.setenv("IMAGEGEN_CONTRACTS", str(tmp_path))
+    contracts.load.cache_clear()
+    return folder / file
+
+
+def _drop_initial(b: dict[str, Any]) -> None:
+    del b["lifecycle"]["initial"]
+
+
+def _port_as_text(b: dict[str, Any]) -> None:
+    b["port"] = "eighty"
+
+
+def _polling_as_list(b: dict[str, Any]) -> None:
+    b["polling"]["min_interval"] = [1, 2]
+
+
+def _unknown_fault(b: dict[str, Any]) -> None:
+    b["faults"]["not_applicable"]["http_503"] = "typo"
+
+
+def _unknown_fault_in_scenario(s: dict[str, Any]) -> None:
+    s["scenarios"][1]["faults"] = ["tasks_fail;op=createImageTask"]
+
+
+@pytest.mark.parametrize(("edit", "file", "where", "what"), [
+    pytest.param(_drop_initial, "behaviour.yaml", "lifecycle.initial", "required key is missing",
+                 id="missing-lifecycle-key"),
+    pytest.param(_port_as_text, "behaviour.yaml", "port", "'eighty' is not of type 'integer'",
+                 id="wrong-type"),
+    pytest.param(_polling_as_list, "behaviour.yaml", "polling.min_interval", "is not of type 'number'",
+                 id="wrong-type-nested"),
+    pytest.param(_unknown_fault, "behaviour.yaml", "faults.not_applicable", "unknown fault 'http_503'",
+                 id="unknown-fault"),
+    pytest.param(_unknown_fault_in_scenario, "scenarios.yaml", "scenarios[1].faults[0]",
+                 "unknown fault 'tasks_fail'. Did you mean 'task_fail'?", id="unknown-fault-in-scenario"),
+])
+def test_a_broken_contract_is_one_line_naming_file_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit: Callable[[dict[str, Any]], None], file: str,
+    where: str, what: str,
+) -> None:
+    path = _broken(tmp_path, monkeypatch, edit, file)
+    try:
+        with pytest.raises(ContractError) as caught:
+            contracts.load("broken")
+    finally:
+        contracts.load.cache_clear()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: {where}")
+    assert what in message
+
+
+def test_every_built_in_contract_passes_its_schema() -> None:
+    for provider in contracts.available():
+        assert contracts.load(provider).behaviour.mock.endswith("Provider")
