@@ -8,13 +8,14 @@ end of a chunked body). Each worker sends its next request when the previous one
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-__all__ = ["LoadResult", "hammer", "request_bytes"]
+__all__ = ["LoadResult", "hammer", "request_bytes", "wrk_hammer", "wrk_path"]
 
 
 def request_bytes(url: str, method: str = "GET", headers: dict[str, str] | None = None,
@@ -138,3 +139,50 @@ def hammer_processes(url: str, reqs: list[bytes], *, concurrency: int, seconds: 
         out.seconds = max(out.seconds, secs)
         out.latencies += latencies
     return out
+
+
+# --- wrk, a compiled load generator, when it is installed ------------------------------------
+
+def wrk_path() -> str | None:
+    """The ``wrk`` binary (Debian package ``wrk``), or None: the Python generator is used then."""
+    import shutil
+
+    return shutil.which("wrk")
+
+
+def _lua_string(data: bytes) -> str:
+    return '"' + "".join(f"\\{b}" for b in data) + '"'
+
+
+def wrk_hammer(url: str, reqs: list[bytes], *, concurrency: int, seconds: float) -> LoadResult:
+    """``wrk -t1`` sending ``reqs`` in turn, each as its exact bytes, on ``concurrency`` connections."""
+    import re
+    import subprocess
+    import tempfile
+
+    binary = wrk_path()
+    if binary is None:
+        raise RuntimeError("wrk is not installed")
+    table = ",\n".join(_lua_string(r) for r in reqs)
+    script = (
+        f"local reqs = {{\n{table}\n}}\nlocal n = 0\n"
+        "request = function()\n  n = n + 1\n  return reqs[(n % #reqs) + 1]\nend\n"
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        ran = subprocess.run(
+            [binary, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "-s", f.name, url],
+            capture_output=True, text=True, timeout=seconds + 30, check=True,
+        )
+    finally:
+        os.unlink(f.name)
+    out = ran.stdout
+    total = re.search(r"(\d+) requests in ([\d.]+)(m?s)", out)
+    if total is None:
+        raise RuntimeError(f"wrk printed no totals: {out!r}")
+    elapsed = float(total.group(2)) / (1000 if total.group(3) == "ms" else 1)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    errors += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+    return LoadResult(requests=int(total.group(1)), errors=errors, seconds=elapsed)

@@ -1,7 +1,10 @@
 """Servers under test, each started in its own process: a mock, or a bare aiohttp baseline.
 
     python -m benchmarks._servers mock cloudsway [--time-scale S] [--fault SPEC]...
-    python -m benchmarks._servers bare
+    python -m benchmarks._servers bare [--answer FILE]
+
+``--answer FILE`` (JSON: status, headers, body_b64) makes the bare handler answer every request
+with those captured bytes and headers, as they are: the fairest baseline for a mock's answer.
 
 Each prints one JSON line, ``{"role": url, ...}``, once it accepts connections.
 """
@@ -20,6 +23,23 @@ BARE_BODY = {
     "status": "pending", "completed": False, "imageUrls": [], "taskId": str(uuid.UUID(int=0)),
     "message": "", "progress": 0,
 }
+
+
+def captured_app(answer: dict[str, object]) -> web.Application:
+    """A bare aiohttp handler answering one captured answer's status, headers and body bytes."""
+    import base64
+
+    body = base64.b64decode(str(answer["body_b64"]))
+    status = int(str(answer["status"]))
+    headers = [(str(k), str(v)) for k, v in answer["headers"]]  # type: ignore[attr-defined]
+
+    async def anything(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=body, status=status, headers=headers)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    return app
 
 
 def bare_app() -> web.Application:
@@ -51,9 +71,14 @@ async def main() -> None:
     parser.add_argument("provider", nargs="?", default="cloudsway")
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--fault", action="append", default=[])
+    parser.add_argument("--answer", default=None, help="serve this captured answer (JSON file)")
     args = parser.parse_args()
     if args.kind == "bare":
-        runner = web.AppRunner(bare_app(), access_log=None)
+        app = bare_app()
+        if args.answer:
+            with open(args.answer) as f:
+                app = captured_app(json.load(f))
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

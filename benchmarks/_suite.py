@@ -9,13 +9,14 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-from ._loadgen import hammer, hammer_processes, request_bytes
+from ._loadgen import hammer, hammer_processes, request_bytes, wrk_hammer, wrk_path
 from ._proc import ServerProcess, drain, rss_bytes
 
 AUTH = {"cloudsway": "Bearer bench", "acedata": "Bearer bench", "fal": "Key bench",
@@ -66,59 +67,91 @@ def _poll_request(provider: str, urls: dict[str, str], ids: list[str]) -> Callab
     return lambda n: reqs[n % len(reqs)]
 
 
-def _measure(server: ServerProcess, make: Callable[[int], bytes], seconds: float,
-             concurrency: int) -> dict[str, float]:
-    asyncio.run(hammer(server.url, make, concurrency=concurrency, seconds=0.5))  # warm-up
+#: Headers aiohttp writes itself on every answer: the captured baseline lets it write its own.
+_OWN_HEADERS = {"content-length", "date", "server", "connection", "keep-alive", "transfer-encoding"}
+
+
+async def _capture(url: str, req: bytes) -> dict[str, Any]:
+    """One answer's status, headers and body bytes, as the mock sent them."""
+    import base64
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(req)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:] if ":" in line]
+    length = next(int(v) for k, v in headers if k.lower() == "content-length")
+    body = await reader.readexactly(length)
+    writer.close()
+    return {"status": int(lines[0].split()[1]), "body_b64": base64.b64encode(body).decode(),
+            "headers": [[k, v] for k, v in headers if k.lower() not in _OWN_HEADERS],
+            "bytes": length}
+
+
+def loadgen_name() -> str:
+    """Which load generator the throughput figures come from."""
+    if wrk_path():
+        version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
+        return f"wrk -t1 ({(version.split() or ['wrk', '?'])[1]})"
+    return "Python (benchmarks/_loadgen.py; install Debian's wrk for a compiled one)"
+
+
+def _load(server: ServerProcess, reqs: list[bytes], seconds: float, concurrency: int) -> dict[str, float]:
     cpu0 = server.cpu()
-    result = asyncio.run(hammer(server.url, make, concurrency=concurrency, seconds=seconds,
-                                ok=lambda s: s < 500))
+    if wrk_path():
+        result = wrk_hammer(server.url, reqs, concurrency=concurrency, seconds=seconds)
+    else:
+        result = asyncio.run(hammer(server.url, lambda n: reqs[n % len(reqs)], concurrency=concurrency,
+                                    seconds=seconds, ok=lambda s: s < 500))
     cpu = server.cpu() - cpu0
     return {"rps": result.rps, "per_cpu_second": result.requests / cpu if cpu else float("nan"),
             "errors": result.errors, "requests": result.requests}
 
 
-async def _answer_size(url: str, req: bytes) -> int:
-    from urllib.parse import urlsplit
+def poll_throughput(seconds: float, concurrency: int = 32, rounds: int = 3) -> dict[str, Any]:
+    """Each provider's status poll vs a bare aiohttp handler answering the same bytes and headers.
 
-    from ._loadgen import _read_response
-
-    parts = urlsplit(url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    writer.write(req)
-    _, body = await _read_response(reader)
-    writer.close()
-    return len(body)
-
-
-def _bare(seconds: float, concurrency: int, size: int | None = None) -> dict[str, float]:
-    headers = {"Authorization": "Bearer bench"}
-    if size is not None:
-        headers["X-Bare-Body-Bytes"] = str(size)
-    with ServerProcess("bare") as bare:
-        req = request_bytes(f"{bare.url}/v2/ai/bench/images/tasks/0", headers=headers)
-        return _measure(bare, lambda n: req, seconds, concurrency)
-
-
-def poll_throughput(seconds: float, concurrency: int = 32) -> dict[str, Any]:
-    """Each provider's status poll vs a bare aiohttp handler answering as many bytes of JSON."""
-    out: dict[str, Any] = {"providers": {}, "target": 0.6}
+    Mock and baseline run side by side and are loaded in interleaved rounds; each figure is the
+    median round. The baseline serves the mock's own captured answer, as it is.
+    """
+    out: dict[str, Any] = {"providers": {}, "target": 0.7, "loadgen": loadgen_name()}
     for provider in ("cloudsway", "acedata", "fal", "dify"):
-        # Dify's polls are of finished runs (a blocking run must end first: 1000x); the others
-        # poll tasks still running at real speed.
-        scale = "1000" if provider == "dify" else "1"
-        with ServerProcess("mock", provider, "--time-scale", scale) as srv:
+        # Polls of finished tasks (1000x: they end before the load starts), the answer a client
+        # waiting for its images sees most; a finished task's answer never changes.
+        with ServerProcess("mock", provider, "--time-scale", "1000") as srv:
             ids = asyncio.run(_create_tasks(provider, srv.urls, 64))
+            time.sleep(0.2)  # 200 provider seconds: every task has ended
             make = _poll_request(provider, srv.urls, ids)
-            size = asyncio.run(_answer_size(srv.url, make(0)))
-            figures: dict[str, Any] = dict(_measure(srv, make, seconds, concurrency))
-        baseline = _bare(seconds, concurrency, size)
-        figures["answer_bytes"] = size
+            reqs = [make(n) for n in range(len(ids))]
+            answer = asyncio.run(_capture(srv.url, reqs[0]))
+            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+                json.dump(answer, f)
+            try:
+                with ServerProcess("bare", "--answer", f.name) as bare:
+                    _load(srv, reqs, 0.5, concurrency)  # warm-up
+                    _load(bare, reqs, 0.5, concurrency)
+                    mine, theirs = [], []
+                    for _ in range(rounds):
+                        mine.append(_load(srv, reqs, seconds, concurrency))
+                        theirs.append(_load(bare, reqs, seconds, concurrency))
+            finally:
+                os.unlink(f.name)
+        figures: dict[str, Any] = _median(mine)
+        baseline = _median(theirs)
+        figures["answer_bytes"] = answer["bytes"]
         figures["bare"] = baseline
         figures["ratio_rps"] = figures["rps"] / baseline["rps"]
         figures["ratio_capacity"] = figures["per_cpu_second"] / baseline["per_cpu_second"]
         out["providers"][provider] = figures
     out["providers"]["yunyx"] = None  # synchronous: no status endpoint to poll
     return out
+
+
+def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
+    ordered = sorted(rounds, key=lambda r: r["rps"])
+    return dict(ordered[len(ordered) // 2])
 
 
 # --- 2. 100 pollers, 50 ms of injected latency -------------------------------------------------
