@@ -1,11 +1,10 @@
 from __future__ import annotations
 
+import heapq
 import math
 import random
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterator
-from itertools import islice
 from typing import Any, Protocol
 
 from imagegen_conformance.contracts import Lifecycle
@@ -178,14 +177,20 @@ class MemoryTaskStore:
     """A bounded in-memory store that forgets tasks ``retention`` provider seconds after they end.
 
     It never drops a live task to make room: when full of unfinished tasks it raises
-    :class:`StoreFull` and the provider answers with its overload error.
+    :class:`StoreFull` and the provider answers with its overload error. A heap orders the tasks
+    by the earliest moment each could expire, so neither a create nor a refusal at the bound
+    looks at more tasks than it forgets (a refused create costs one look at the heap's top).
     """
 
     def __init__(self, clock: Clock, *, retention: float | None, max_tasks: int = 100_000) -> None:
         self._clock = clock
         self._retention = retention
         self._max = max_tasks
-        self._tasks: OrderedDict[str, Task] = OrderedDict()
+        self._tasks: dict[str, Task] = {}
+        # (earliest provider time it may expire, insertion number, id); stale entries (a task
+        # removed, or replaced under the same id) are skipped when they come up.
+        self._heap: list[tuple[float, int, str]] = []
+        self._added = 0
 
     def _expired(self, task: Task, now: float) -> bool:
         if self._retention is None:
@@ -197,20 +202,49 @@ class MemoryTaskStore:
             return never and now - task.created_at > self._retention
         return now - done > self._retention
 
+    def _earliest_expiry(self, task: Task, now: float) -> float:
+        """No earlier than this can ``task`` expire, whatever happens to it from ``now`` on.
+
+        A finished task expires ``retention`` after it ended; an unfinished one can end (or be
+        cancelled) no earlier than now, so it is looked at again one retention from now.
+        """
+        assert self._retention is not None
+        done = task.finished_at(now)
+        return (now if done is None else done) + self._retention
+
+    def _push(self, task: Task, now: float) -> None:
+        self._added += 1
+        heapq.heappush(self._heap, (self._earliest_expiry(task, now), self._added, task.id))
+
     def sweep(self, budget: int | None = None) -> int:
-        """Forget expired tasks, oldest first; ``budget`` bounds how many are looked at."""
+        """Forget the tasks that have expired; ``budget`` bounds how many are forgotten."""
+        if self._retention is None:
+            return 0
         now = self._clock.now()
-        ids = list(islice(self._tasks, budget) if budget is not None else self._tasks)
-        expired = [task_id for task_id in ids if self._expired(self._tasks[task_id], now)]
-        for task_id in expired:
-            del self._tasks[task_id]
-        return len(expired)
+        forgotten = 0
+        heap = self._heap
+        while heap and heap[0][0] < now and (budget is None or forgotten < budget):
+            _, _, task_id = heapq.heappop(heap)
+            task = self._tasks.get(task_id)
+            if task is None:
+                continue  # removed already
+            if self._expired(task, now):
+                del self._tasks[task_id]
+                forgotten += 1
+            else:
+                self._push(task, now)  # not finished yet: look again one retention from now
+        if len(heap) > 2 * len(self._tasks) + 1024:  # many removed ids: rebuild once
+            self._heap = [e for e in heap if e[2] in self._tasks]
+            heapq.heapify(self._heap)
+        return forgotten
 
     def add(self, task: Task) -> None:
         self.sweep(budget=4)
-        if len(self._tasks) >= self._max and not self.sweep():
+        if len(self._tasks) >= self._max and not self.sweep(budget=1):
             raise StoreFull(f"the mock holds its maximum of {self._max} tasks")
         self._tasks[task.id] = task
+        if self._retention is not None:
+            self._push(task, self._clock.now())
 
     def get(self, task_id: str) -> Task | None:
         task = self._tasks.get(task_id)
@@ -224,6 +258,7 @@ class MemoryTaskStore:
 
     def clear(self) -> None:
         self._tasks.clear()
+        self._heap.clear()
 
     def __len__(self) -> int:
         return len(self._tasks)

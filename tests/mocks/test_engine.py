@@ -24,6 +24,7 @@ from imagegen_conformance.mocks.engine import (
     RateLimiter,
     ScaledClock,
     StoreFull,
+    Task,
     new_task,
     redact_headers,
     redact_url,
@@ -296,3 +297,42 @@ def test_rendered_images_decode_to_the_drawn_picture(size: tuple[int, int], fmt:
     if fmt == "png":  # lossless: the very pixels Pillow draws
         assert decoded.tobytes() == _drawn_by_pillow(spec).tobytes()
     assert render(spec) == render(ImageSpec.of(*size, fmt=fmt, prompt="a red fox", seed=3, index=1))
+
+
+def test_a_full_store_refuses_without_looking_at_every_task() -> None:
+    clock = ManualClock(start=0.0)
+    store = MemoryTaskStore(clock, retention=60.0, max_tasks=1000)
+    live = [new_task(LIFECYCLE, now=0.0, rng=random.Random(i), never_finish=True) for i in range(1000)]
+    for task in live:
+        store.add(task)
+    looked = 0
+    original = Task.finished_at
+
+    def counting(self: Task, now: float) -> float | None:
+        nonlocal looked
+        looked += 1
+        return original(self, now)
+
+    Task.finished_at = counting  # type: ignore[method-assign]
+    try:
+        for n in range(50):
+            with pytest.raises(StoreFull):
+                store.add(new_task(LIFECYCLE, now=0.0, rng=random.Random(5000 + n)))
+    finally:
+        Task.finished_at = original  # type: ignore[method-assign]
+    assert looked == 0  # nothing can have expired before one retention: the heap's top says so
+
+
+def test_a_cancelled_task_still_frees_its_place_after_retention() -> None:
+    clock = ManualClock(start=0.0)
+    store = MemoryTaskStore(clock, retention=60.0, max_tasks=2)
+    first = new_task(LIFECYCLE, now=0.0, rng=random.Random(1), never_finish=True)
+    store.add(first)
+    clock.advance(30)
+    assert first.end("failed", clock.now())  # cancelled at 30: forgotten after 90
+    clock.advance(10)
+    second = new_task(LIFECYCLE, now=clock.now(), rng=random.Random(2), never_finish=True)
+    store.add(second)  # never finishes: forgotten after 100
+    clock.advance(51)  # 91
+    store.add(new_task(LIFECYCLE, now=clock.now(), rng=random.Random(3)))
+    assert store.get(first.id) is None and store.get(second.id) is second
