@@ -16,6 +16,10 @@ from ._server import MockServer
 
 __all__ = ["Listener", "PortInUse", "Served", "TLSMaterial", "bind", "start"]
 
+#: Connections the kernel may queue before the server accepts them.
+LISTEN_BACKLOG = 8192
+
+
 class PortInUse(OSError):
     pass
 
@@ -83,7 +87,10 @@ async def bind(
     A port in use is a :class:`PortInUse` that says which port and which flag changes it.
     """
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    # A listen backlog of thousands: aiohttp's default of 128 overflows when thousands of clients
+    # (a fleet of pollers, 10,000 SSE streams) connect at once, and each overflow costs a client
+    # a SYN retry of a second or more. The kernel caps it at net.core.somaxconn.
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
     try:
         await site.start()
     except OSError as exc:
