@@ -97,7 +97,8 @@ class Workflow:
         """Read a workflow file; None reads ``$IMAGEGEN_DIFY_WORKFLOW`` or the default."""
         source = source or os.environ.get(WORKFLOW_ENV) or None
         if source is None:
-            text = resources.files("contracts").joinpath("dify", "workflow.yaml").read_text("utf-8")
+            builtin = resources.files("imagegen_conformance.contracts").joinpath("dify", "workflow.yaml")
+            text = builtin.read_text("utf-8")
             where = "contracts/dify/workflow.yaml"
         else:
             path = Path(source)

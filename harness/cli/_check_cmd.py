@@ -49,7 +49,9 @@ def run_check(
     conformance = contract.behaviour.raw.get("conformance") or {}
     with ExitStack() as stack:
         spec = stack.enter_context(
-            resources.as_file(resources.files("contracts").joinpath(name, "openapi.yaml"))
+            resources.as_file(
+                resources.files("imagegen_conformance.contracts").joinpath(name, "openapi.yaml")
+            )
         )
         if target is None:
             key = api_key or CHECK_KEY
