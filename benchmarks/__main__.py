@@ -9,6 +9,9 @@ Measurements (issue 9), each next to a baseline measured in the same run where o
   proxy       the validating proxy's added latency, median and p99           (target median < 1 ms)
   streams     1,000 Dify SSE streams: memory per stream, pings on time
   tasks       memory of 100,000 retained tasks                               (target < 150 MB)
+  bound       a create refused at the task store's bound (100k live tasks)   (target < 1 ms)
+  million     memory of 1,000,000 retained tasks                             (target < 500 MB)
+  images      distinct 1024x1024 PNG links vs Pillow's encoder, same picture (target >= 4x)
   catalogue   every scenario of every provider with the reference clients    (target < 20 s)
   startup     `serve --provider all` to its first answered request            (target < 1.5 s)
 
@@ -30,9 +33,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import _suite, _throughput
+from . import _engine, _suite, _throughput
 
-NAMES = ("throughput", "polls", "latency", "proxy", "streams", "tasks", "catalogue", "startup")
+NAMES = ("throughput", "polls", "latency", "proxy", "streams", "tasks", "bound", "million", "images",
+         "catalogue", "startup")
 
 
 def _machine() -> str:
@@ -95,6 +99,18 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
             rows.append((f"{r['count']:,} retained tasks: {provider}", "",
                          f"{p['mb']:.0f} MB (RSS, journal of {p['journal']:,} incl.)", "", "< 150 MB",
                          _mark(p["mb"] < 150)))
+    elif name == "bound":
+        rows.append((f"create refused at the store's bound ({r['live']:,} live tasks)", "",
+                     f"median {r['median_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms", "", "< 1 ms",
+                     _mark(r["p99_ms"] < r["target_ms"])))
+    elif name == "million":
+        rows.append((f"{r['tasks']:,} retained tasks: cloudsway", "",
+                     f"{r['mb']:.0f} MB ({r['bytes_per_task']:.0f} B a task, journal of {r['journal']:,})",
+                     "", "< 500 MB", _mark(r["mb"] < r["target_mb"])))
+    elif name == "images":
+        rows.append(("distinct 1024x1024 PNG links rendered per second", f"{r['baseline_per_second']:.0f} "
+                     "(Pillow's encoder, same picture)", f"{r['per_second']:.0f}", f"{r['ratio']:.1f}x",
+                     "≥ 4x", _mark(r["ratio"] >= r["target"])))
     elif name == "catalogue":
         detail = ", ".join(f"{k} {v['seconds']:.1f}" for k, v in r["providers"].items() if "seconds" in v)
         rows.append((f"scenario catalogue ({r['scenarios']} scenarios)", detail,
@@ -122,6 +138,9 @@ def main() -> None:
         "proxy": lambda: _suite.proxy_latency(),
         "streams": lambda: _suite.dify_streams(),
         "tasks": lambda: _suite.retained_tasks(),
+        "bound": lambda: _engine.store_bound(),
+        "million": lambda: _engine.million_tasks(),
+        "images": lambda: _engine.images(),
         "catalogue": lambda: _suite.scenario_catalogue(),
         "startup": lambda: _suite.startup(),
     }

@@ -323,11 +323,11 @@ def scenario_catalogue() -> dict[str, Any]:
     out: dict[str, Any] = {"providers": {}, "target_s": 20.0}
     t_all = time.perf_counter()
     for provider in contracts.available():
-        try:
-            client = harness.load_client(f"imagegen_conformance.clients.{provider}:run")
-        except ValueError:
+        spec = harness.profile(provider).reference_client
+        if not spec:
             out["providers"][provider] = {"skipped": "no reference client"}
             continue
+        client = harness.load_client(spec)
         t0 = time.perf_counter()
         report = asyncio.run(harness.run(harness.RunOptions(provider, client)))
         out["providers"][provider] = {

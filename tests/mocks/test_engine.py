@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import io
 import random
+import zlib
 
 import pytest
 from PIL import Image, ImageDraw
@@ -336,3 +337,15 @@ def test_a_cancelled_task_still_frees_its_place_after_retention() -> None:
     clock.advance(51)  # 91
     store.add(new_task(LIFECYCLE, now=clock.now(), rng=random.Random(3)))
     assert store.get(first.id) is None and store.get(second.id) is second
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 300), (1024, 1024), (4096, 33)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_png_stream_checksums_hold(size: tuple[int, int]) -> None:
+    # zlib itself (not only Pillow's lenient reader) accepts the IDAT stream and its Adler-32.
+    png = render(ImageSpec.of(*size, prompt="fox"))
+    at = png.index(b"IDAT")
+    length = int.from_bytes(png[at - 4 : at], "big")
+    rows = zlib.decompress(png[at + 4 : at + 4 + length])
+    width, height = size
+    assert len(rows) == height * (1 + 3 * width)
+    assert all(rows[y * (1 + 3 * width)] == 0 for y in range(height))  # filter None on every row
