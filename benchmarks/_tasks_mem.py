@@ -29,7 +29,7 @@ CREATE: dict[str, tuple[str, dict[str, Any], str]] = {
 
 
 async def main(provider: str, count: int) -> None:
-    server = MockServer(provider, clock="manual", seed=1)
+    server = MockServer(provider, clock="manual", seed=1, max_tasks=max(count, 100_000))
     path, body, role = CREATE[provider]
     auth = {"Authorization": "Key k" if provider == "fal" else "Bearer k"}
     for _ in range(2_000):  # warm-up (imports, caches, first allocations); then forget them
