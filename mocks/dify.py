@@ -23,6 +23,7 @@ import json
 import math
 import mimetypes
 import os
+import re
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
@@ -57,6 +58,8 @@ SSE_TYPE = "text/event-stream; charset=utf-8"  # [V] Flask appends the charset
 PING = b"event: ping\n\n"  # [V] the bare keep-alive line, no data
 _FORM_KINDS = ("text-input", "paragraph", "select", "number", "checkbox", "file", "file-list")
 # [V] werkzeug's own description, sent when the body is not JSON.
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # a signed link's Unix time, ASCII digits only
+_CLOCK_SKEW = 60  # seconds a link's timestamp may lie ahead of the mock's clock
 _BAD_JSON = "The browser (or proxy) sent a request that this server could not understand."
 _STREAM_ERROR = "Internal Server Error, please contact support."  # [I] generic error event text
 
@@ -811,8 +814,14 @@ class DifyProvider(Provider):
         timestamp, nonce, sign = q.get("timestamp", ""), q.get("nonce", ""), q.get("sign", "")
         expected = self._sign(file_id, timestamp, nonce)
         timeout = float(self.contract.behaviour.limits.get("files_access_timeout", 300))
-        good = bool(sign) and hmac.compare_digest(sign.encode(), expected.encode())
-        if not good or not timestamp.isdigit() or now - int(timestamp) > timeout:
+        good = bool(sign) and hmac.compare_digest(sign.encode("utf-8", "surrogatepass"),
+                                                  expected.encode())
+        # [V] Dify refuses a link older than FILES_ACCESS_TIMEOUT; the mock also refuses one
+        # signed in its future (it never signs one), so no link outlives the timeout.
+        # (str.isdigit() also takes "²": only ASCII digits, and few of them, are a timestamp.)
+        fresh = _TIMESTAMP.fullmatch(timestamp) is not None and (
+            -_CLOCK_SKEW <= now - int(timestamp) <= timeout)
+        if not good or not fresh:
             return self.error(request, 403, "forbidden", "Invalid request.")  # [V] a 403, [I] text
         return None
 

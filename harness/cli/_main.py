@@ -99,7 +99,13 @@ def main() -> None:
                    "POST /__mock/clock/advance. Default: scaled if --time-scale is set, else real.")
 @click.option("--lifecycle", type=click.Choice(["time", "polls"]), default="time",
               show_default=True, help="Advance tasks with time, or one step per poll.")
-@click.option("--seed", type=int, default=None, help="Make ids, timings, images and faults reproducible.")
+@click.option("--seed", type=int, default=None,
+              help="Make ids, timings, images and faults reproducible (not link signatures: "
+                   "see --signing-secret).")
+@click.option("--signing-secret", default=None, envvar="IMAGEGEN_SIGNING_SECRET", metavar="SECRET",
+              help="Sign image and file links with a key made from SECRET (env "
+                   "IMAGEGEN_SIGNING_SECRET), so links stay valid across restarts. Default: a "
+                   "random key per process; never derived from --seed.")
 @click.option("--api-key", "api_keys", multiple=True, metavar="KEY",
               help="Accept only these keys (repeatable). Default: any well-formed key.")
 @click.option("--fault", "faults", multiple=True, metavar="SPEC",

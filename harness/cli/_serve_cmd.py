@@ -21,6 +21,7 @@ class ServeConfig:
     clock: str | None = None
     lifecycle: str = "time"
     seed: int | None = None
+    signing_secret: str | None = None
     api_keys: tuple[str, ...] = ()
     faults: tuple[str, ...] = ()
     options: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -43,6 +44,7 @@ def build_servers(config: ServeConfig) -> list[MockServer]:
             clock=config.clock or ("scaled" if config.time_scale != 1.0 else "real"),
             time_scale=config.time_scale,
             seed=config.seed,
+            signing_secret=config.signing_secret,
             lifecycle=config.lifecycle,
             api_keys=config.api_keys,
             faults=config.faults,

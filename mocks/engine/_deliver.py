@@ -95,6 +95,22 @@ def refusal(url: str, allow_hosts: frozenset[str]) -> str | None:
     return f"host {host!r} is neither loopback nor allow-listed (serve --allow-host {host})"
 
 
+#: How much of a receiver's answer is read: its status is all a delivery needs.
+ANSWER_LIMIT = 65_536
+
+
+async def _drain(resp: aiohttp.ClientResponse) -> None:
+    """Read at most ``ANSWER_LIMIT`` bytes of an answer; a longer one costs its connection."""
+    left = ANSWER_LIMIT
+    while left > 0:
+        chunk = await resp.content.read(left)
+        if not chunk:
+            return
+        left -= len(chunk)
+    if not resp.content.at_eof():
+        resp.close()  # drop the connection: the rest is never read
+
+
 class Deliverer:
     """Delivers payloads in the background; every attempt is recorded, none is silent."""
 
@@ -156,8 +172,12 @@ class Deliverer:
             record.attempts += 1
             try:
                 timeout = aiohttp.ClientTimeout(total=policy.timeout / clock.scale)
-                async with self._session.post(url, data=body, headers=headers, timeout=timeout) as resp:
-                    await resp.read()
+                # allow_redirects=False: a redirect is the receiver's answer, not a new target.
+                # Following it would reach an address the refusal rules never saw (and aiohttp
+                # turns a 302'd POST into a body-less GET).
+                async with self._session.post(url, data=body, headers=headers, timeout=timeout,
+                                              allow_redirects=False) as resp:
+                    await _drain(resp)
                     record.responses.append(resp.status)
                     if 200 <= resp.status < 300:
                         record.status, record.finished_at = "delivered", time.time()
@@ -166,6 +186,8 @@ class Deliverer:
                 record.responses.append(type(exc).__name__)
         record.status, record.finished_at = "failed", time.time()
         record.reason = f"no 2xx after {policy.attempts} attempts"
+        if any(isinstance(r, int) and 300 <= r < 400 for r in record.responses):
+            record.reason += " (redirects are not followed)"
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -22,6 +22,12 @@ FORMATS = {
     "webp": ("WEBP", "image/webp", ".webp"),
 }
 MAX_SIDE = 4096
+#: The longest lifetime a signed image link may carry (S3's presigned-URL maximum, 7 days): a
+#: token claiming a later expiry is refused even with a good signature.
+MAX_LIFETIME = 604_800
+#: Tokens the mock issues are ~100 characters (a 64-bit seed included): a much longer one is
+#: refused before any work.
+MAX_TOKEN = 1024
 
 
 @dataclass(frozen=True)
@@ -44,8 +50,9 @@ class ImageSpec:
             raise ValueError(f"unknown image format {fmt!r}; valid: {', '.join(FORMATS)}")
         if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE):
             raise ValueError(f"image size {width}x{height} outside 1..{MAX_SIDE}")
-        digest = hashlib.sha256(prompt.encode()).hexdigest()[:12]
-        return cls(width, height, fmt, seed, index, digest)
+        digest = hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        # int(): a JSON schema "integer" admits 2.0; the token must carry what it re-checks.
+        return cls(int(width), int(height), fmt, int(seed), int(index), digest)
 
     @property
     def content_type(self) -> str:
@@ -186,14 +193,42 @@ class ImageTokens:
         return body.decode() + "." + self._mac(body)
 
     def open(self, token: str, *, now: float) -> ImageSpec:
+        """The spec a token carries, or :class:`ImageTokenError` (bad signature, malformed, expired).
+
+        Everything a token says is checked before it can cost anything: its length, its
+        signature (as bytes, so a non-ASCII character is a bad signature, not a crash), each
+        field's type and range (size within ``MAX_SIDE``, a known format), and an expiry no more
+        than ``MAX_LIFETIME`` ahead.
+        """
+        if len(token) > MAX_TOKEN:
+            raise ImageTokenError("image reference is malformed")
         body, _, mac = token.partition(".")
-        if not mac or not hmac.compare_digest(mac, self._mac(body.encode())):
+        expected = self._mac(body.encode("utf-8", "surrogatepass")).encode()
+        if not mac or not hmac.compare_digest(mac.encode("utf-8", "surrogatepass"), expected):
             raise ImageTokenError("image reference has a bad signature")
         try:
             fields = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-            spec = ImageSpec(*fields[:6])
-        except (ValueError, TypeError) as exc:
+        except ValueError as exc:
             raise ImageTokenError("image reference is malformed") from exc
-        if len(fields) > 6 and now > fields[6]:
-            raise ImageTokenError("image link has expired", expired=True)
+        spec = _spec_of(fields)
+        if len(fields) == 7:
+            expires = fields[6]
+            if now > expires:
+                raise ImageTokenError("image link has expired", expired=True)
+            if expires - now > MAX_LIFETIME:
+                raise ImageTokenError("image link claims a lifetime beyond the longest issued")
         return spec
+
+
+def _spec_of(fields: object) -> ImageSpec:
+    """The :class:`ImageSpec` of a token's fields, each checked (a token is outside input)."""
+    ok = (
+        isinstance(fields, list) and len(fields) in (6, 7)
+        and all(type(v) is int for v in (*fields[:2], *fields[3:5], *fields[6:]))
+        and isinstance(fields[2], str) and fields[2] in FORMATS and isinstance(fields[5], str)
+        and 1 <= fields[0] <= MAX_SIDE and 1 <= fields[1] <= MAX_SIDE
+    )
+    if not ok:
+        raise ImageTokenError("image reference is malformed")
+    assert isinstance(fields, list)
+    return ImageSpec(*fields[:6])

@@ -31,7 +31,7 @@ from ._provider import Provider, Route, provider_class
 from ._ratelimit import RateLimiter
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
 
-__all__ = ["ADMIN_PREFIX", "Call", "MockServer"]
+__all__ = ["ADMIN_PREFIX", "Call", "MockServer", "signing_key"]
 
 ADMIN_PREFIX = "/__mock/"
 FAULT_HEADER = "X-Mock-Fault"
@@ -102,10 +102,28 @@ class Call:
         return self.request.url(f"{prefix}{token}{spec.extension}")
 
 
+def signing_key(secret: str | bytes | None) -> bytes:
+    """The key that signs image tokens and file links: 32 random bytes unless a secret is given.
+
+    Never derived from ``seed`` or any other public input: a seed is in the command line, the
+    scenario and the report, and a key made from it let anyone forge a link of any lifetime.
+    A given secret (``serve --signing-secret``, ``IMAGEGEN_SIGNING_SECRET``) makes links valid
+    across restarts and processes sharing it.
+    """
+    if secret is None:
+        return os.urandom(32)
+    raw = secret.encode() if isinstance(secret, str) else secret
+    if not raw:
+        raise ValueError("the signing secret is empty; omit it for a random one")
+    return hashlib.sha256(b"imagegen-conformance signing key\x00" + raw).digest()
+
+
 class MockServer:
     """One provider's simulator: its clock, tasks, faults, journal, and dispatch.
 
     Transport-neutral: the aiohttp adapter and the respx router both call :meth:`dispatch`.
+    ``seed`` makes ids, durations, images and probabilistic faults repeat; link signatures stay
+    random per server unless ``signing_secret`` is given.
 
     >>> server = MockServer("cloudsway", clock="manual", seed=1)
     """
@@ -128,6 +146,7 @@ class MockServer:
         admin_token: str | None = None,
         allow_hosts: Iterable[str] = (),
         store: TaskStore | None = None,
+        signing_secret: str | bytes | None = None,
     ) -> None:
         self.contract: Contract = contracts.load(provider)
         self.provider_id = self.contract.provider
@@ -141,13 +160,8 @@ class MockServer:
         self.lifecycle = lifecycle
         self.seed = seed
         self.rng = random.Random(seed)
-        secret = (
-            hashlib.sha256(f"imagegen-conformance:{seed}".encode()).digest()
-            if seed is not None
-            else os.urandom(32)
-        )
-        self.secret = secret
-        self.images = ImageTokens(secret)
+        self.secret = signing_key(signing_secret)
+        self.images = ImageTokens(self.secret)
         self.api_keys = frozenset(api_keys)
         self.options = self._options(options or {})
         limits = behaviour.limits
