@@ -447,6 +447,12 @@ class DifyProvider(Provider):
         return self.error(request, 405, "method_not_allowed", self.error_spec(405).message,
                           {"Allow": ", ".join(sorted(methods))})
 
+    def request_timeout(self, request: MockRequest) -> MockResponse:
+        # [I] werkzeug's RequestTimeout, snake-cased as Dify's handler does
+        return self.error(request, 408, "request_timeout",
+                          "The server closed the network connection because the browser didn't "
+                          "finish the request within the specified time.")
+
     def too_large(self, request: MockRequest, limit: int) -> MockResponse:
         if request.path.endswith("/files/upload"):
             return self.error(request, 413, "file_too_large")

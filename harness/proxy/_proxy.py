@@ -33,6 +33,7 @@ from imagegen_conformance.mocks.engine import (
     is_loopback,
     redact_headers,
     redact_query,
+    server_options,
 )
 
 from ..rules._deviation import Deviation
@@ -117,7 +118,7 @@ class ValidatingProxy:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0: a free port) and return the proxy's base URL."""
-        self._runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=2.0)
+        self._runner = web.AppRunner(self.app(), shutdown_timeout=2.0, **server_options("proxy"))
         self.url = await bind(self._runner, host, port, what="the proxy")
         return self.url
 

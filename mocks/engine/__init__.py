@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._aiohttp import make_app
 from ._clock import Clock, ManualClock, ScaledClock, make_clock
+from ._connections import ConnectionLimits, ProtocolLog, server_options
 from ._deliver import Deliverer, Delivery, DeliveryPolicy, is_loopback, refusal
 from ._drift import DRIFTS, DriftSpec, apply_drift
 from ._faults import FAULTS, FaultError, FaultPlan, FaultSpec, parse_faults
@@ -35,6 +36,7 @@ __all__ = [
     "BodyError",
     "Call",
     "Clock",
+    "ConnectionLimits",
     "Deliverer",
     "Delivery",
     "DeliveryPolicy",
@@ -54,6 +56,7 @@ __all__ = [
     "MockResponse",
     "MockServer",
     "PortInUse",
+    "ProtocolLog",
     "Provider",
     "RateLimiter",
     "RecordedAnswer",
@@ -84,6 +87,7 @@ __all__ = [
     "refusal",
     "render",
     "route",
+    "server_options",
     "sse_comment",
     "sse_event",
     "start",

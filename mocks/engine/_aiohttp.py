@@ -11,6 +11,7 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy
 
+from ._connections import ConnectionLimits
 from ._http import MockRequest
 from ._server import MockServer
 
@@ -30,17 +31,27 @@ def _safe_headers(headers: Mapping[str, str]) -> Mapping[str, str]:
     return {k: _UNSAFE.sub(lambda m: quote(m.group()), v) for k, v in headers.items()}
 
 
-async def _read_body(request: web.BaseRequest, limit: int) -> tuple[bytes, bool]:
-    """The body, or (b"", True) once it passes ``limit``: never more than that is held."""
+async def _read_body(
+    request: web.BaseRequest, limit: int, limits: ConnectionLimits
+) -> tuple[bytes, bool, bool]:
+    """(body, oversized, timed out): never more than ``limit`` is held, nor waited for longer
+    than ``limits`` allow (what was read is dropped either way; the rest is never read)."""
     chunks: list[bytes] = []
     size = 0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     while True:
-        chunk = await request.content.read(65_536)
+        left = limits.body_deadline(started, size) - loop.time()
+        try:
+            async with asyncio.timeout(max(left, 0.0)):
+                chunk = await request.content.read(65_536)
+        except TimeoutError:
+            return b"", False, True
         if not chunk:
-            return b"".join(chunks), False
+            return b"".join(chunks), False, False
         size += len(chunk)
         if size > limit:
-            return b"", True  # what was read is dropped; the rest is never read
+            return b"", True, False
         chunks.append(chunk)
 
 
@@ -55,17 +66,18 @@ def make_app(server: MockServer, role: str | None = None) -> web.Application:
 
 
 def make_handler(
-    server: MockServer, role: str | None = None
+    server: MockServer, role: str | None = None, limits: ConnectionLimits | None = None,
 ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
     """The request handler alone, for aiohttp's low-level server (no router, no middleware)."""
     role = role or server.roles[0]
+    limits = limits or ConnectionLimits()
 
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         declared = request.content_length
         # Answer a declared length over the limit from the header alone: the body is never read.
-        body, oversized = b"", declared is not None and declared > server.max_body
-        if not oversized:
-            body, oversized = await _read_body(request, server.max_body)
+        body, oversized, timed_out = b"", declared is not None and declared > server.max_body, False
+        if not oversized and request.body_exists:
+            body, oversized, timed_out = await _read_body(request, server.max_body, limits)
         mreq = MockRequest(
             method=request.method,
             path=request.path,
@@ -76,6 +88,7 @@ def make_handler(
             role=role,
             peer=request.remote,
             oversized=oversized,
+            timed_out=timed_out,
         )
         response = await server.dispatch(mreq)
         if response.action == "reset":
@@ -84,8 +97,11 @@ def make_handler(
             raise asyncio.CancelledError  # nothing is written to a dropped connection
         if not response.is_stream:
             assert isinstance(response.body, bytes | bytearray)
-            return web.Response(status=response.status, headers=_safe_headers(response.headers),
-                                body=response.body)
+            answer = web.Response(status=response.status, headers=_safe_headers(response.headers),
+                                  body=response.body)
+            if timed_out:
+                answer.force_close()  # the rest of that body is not waited for
+            return answer
         stream = web.StreamResponse(status=response.status, headers=_safe_headers(response.headers))
         stream.enable_chunked_encoding()
         body_iter = response.body

@@ -34,6 +34,8 @@ class MockRequest:
     peer: str | None = None
     #: Content-Length declared a body over the mock's limit: it was never read (``body`` is empty).
     oversized: bool = False
+    #: The body did not arrive in time (a client sending one byte now and then): it was dropped.
+    timed_out: bool = False
     _json: Any = field(default=None, repr=False)
     _parsed: bool = field(default=False, repr=False)
 

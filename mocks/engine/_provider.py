@@ -136,6 +136,10 @@ class Provider(ABC):
     def too_large(self, request: MockRequest, limit: int) -> MockResponse:
         return self.error(request, 413, message=f"Request body exceeds {limit} bytes.")
 
+    def request_timeout(self, request: MockRequest) -> MockResponse:
+        """The body did not arrive in time (the adapter closes the connection after this)."""
+        return self.error(request, 408, message="The request body did not arrive in time.")
+
     def rate_limited(self, request: MockRequest, retry_after: float) -> MockResponse:
         return self.error(request, 429, headers={"Retry-After": _retry_after(retry_after)})
 

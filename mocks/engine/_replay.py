@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from ._connections import server_options
 from ._serve import bind
 
 __all__ = ["RecordedAnswer", "Replay", "ReplayError"]
@@ -216,7 +217,7 @@ class Replay:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Listen on ``host:port`` (0: a free port); returns the base URL."""
-        self._runner = web.ServerRunner(web.Server(self.handle, access_log=None),
+        self._runner = web.ServerRunner(web.Server(self.handle, **server_options("replay")),
                                         shutdown_timeout=1.0)
         try:
             self.url = await bind(self._runner, host, port, what="the replay")

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ._aiohttp import make_handler
+from ._connections import ConnectionLimits, server_options
 from ._server import MockServer
 
 __all__ = ["Listener", "PortInUse", "Served", "TLSMaterial", "bind", "start"]
@@ -116,8 +117,12 @@ async def start(
     ports: dict[str, int] | None = None,
     tls: TLSMaterial | None = None,
     shutdown_timeout: float = 5.0,
+    limits: ConnectionLimits | None = None,
 ) -> Served:
-    """Bind every server's hosts. ``ports`` maps a provider id to its primary port (0: free port)."""
+    """Bind every server's hosts. ``ports`` maps a provider id to its primary port (0: free port).
+
+    ``limits``: read timeouts and the idle bound of every connection (:class:`ConnectionLimits`).
+    """
     served = Served(servers, [], tls=tls)
     try:
         for server in servers:
@@ -130,9 +135,12 @@ async def start(
                 # cancelling its request): half each gives requests in flight shutdown_timeout.
                 # aiohttp's low-level server: the mock routes every path itself, so the
                 # application router and middleware chain would only cost time per request.
+                # server_options: idle and header timeouts, and a log that never repeats a
+                # request's bytes (aiohttp's own quotes an unparseable header, key and all).
                 runner = web.ServerRunner(
-                    web.Server(make_handler(server, role), handler_cancellation=True,
-                               access_log=None),
+                    web.Server(make_handler(server, role, limits), handler_cancellation=True,
+                               **server_options(f"{server.provider_id} {role}", limits,
+                                                server.errors)),
                     shutdown_timeout=shutdown_timeout / 2,
                 )
                 url = await bind(runner, host, port, ssl_context=tls.context if tls else None,

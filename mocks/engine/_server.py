@@ -381,6 +381,8 @@ class MockServer:
                 return provider.rate_limited(request, wait)
         if request.oversized or len(request.body) > self.max_body:
             return provider.too_large(request, self.max_body)
+        if request.timed_out:
+            return provider.request_timeout(request)
         handler = getattr(provider, route.handler)
         try:
             response: MockResponse = await handler(request, Call(self, request, route, faults))
