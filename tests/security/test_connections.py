@@ -26,7 +26,9 @@ from imagegen_conformance.mocks.engine import ConnectionLimits, ProtocolLog
 from .conftest import raw_request, rss_mb
 
 CANARY = "canary-" + secrets.token_hex(16)
-FAST = ConnectionLimits(idle=0.3, body_grace=0.5, body_rate=16_384, lingering=0.2)
+# lingering 1 s: after its 408 the mock discards what a slow sender still sends for a while
+# (the sender stops on the answer); closing at once would reset the connection under it.
+FAST = ConnectionLimits(idle=0.3, body_grace=0.5, body_rate=16_384, lingering=1.0)
 CREATE = {  # provider -> (role, path, auth header, a valid body)
     "cloudsway": ("api", "/v2/ai/x/images/generations", "Bearer k",
                   {"prompts": "p", "aspect_ratio": "1:1", "step": 4}),
@@ -181,7 +183,14 @@ async def _slow_chunked(url: str, head: bytes, body: bytes, gap: float, limit: i
     netloc = url.split("://", 1)[1]
     host, _, port = netloc.rpartition(":")
     reader, writer = await asyncio.open_connection(host, int(port))
-    answer = asyncio.ensure_future(reader.read())
+
+    async def read_answer() -> bytes:  # by its length, not to the close: the sender stops at once
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:"))
+        return head + await reader.readexactly(length)
+
+    answer = asyncio.ensure_future(read_answer())
     try:
         writer.write(head.replace(b"{host}", netloc.encode()))
         for i in range(min(len(body), limit)):
