@@ -177,6 +177,7 @@ def load(provider: str) -> Contract:
     scenarios_raw = _yaml_file(folder / "scenarios.yaml") or {}
     _check(folder / "scenarios.yaml", scenarios_raw, _scenarios_validator())
     scenarios = tuple(_scenario(s) for s in scenarios_raw.get("scenarios", []))
+    _check_applicable(folder / "scenarios.yaml", name, scenarios, behaviour.not_applicable)
     return Contract(
         provider=name,
         title=str(openapi.get("info", {}).get("title", name)),
@@ -186,6 +187,20 @@ def load(provider: str) -> Contract:
         operations=_operations(openapi),
         folder=str(folder),
     )
+
+
+def _check_applicable(
+    path: Path, provider: str, scenarios: tuple[Scenario, ...], not_applicable: Mapping[str, str]
+) -> None:
+    """A scenario may not set a fault its provider's behaviour.yaml calls not applicable."""
+    for i, scenario in enumerate(scenarios):
+        for j, spec in enumerate(scenario.faults):
+            name = spec.split(";", 1)[0].split(":", 1)[0].strip()
+            if name in not_applicable:
+                raise ContractError(
+                    f"{path}: scenarios[{i}].faults[{j}]: fault {name!r} does not apply to {provider}"
+                    f" ({not_applicable[name]}; behaviour.yaml faults.not_applicable)"
+                )
 
 
 def _key_path(parts: Any) -> str:

@@ -13,15 +13,14 @@ import hashlib
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from imagegen_conformance import contracts
-
 from .engine import (
-    BodyError,
+    Body,
     Call,
     DeliveryPolicy,
+    FaultSpec,
     ImageSpec,
     MockRequest,
     MockResponse,
@@ -59,14 +58,8 @@ class AceDataProvider(Provider):
 
     @route("POST", "/flux/images", operation="createFluxImages")
     async def images(self, request: MockRequest, call: Call) -> MockResponse:
-        try:
-            body = request.json_object()
-        except BodyError as exc:
-            return self.error(request, 400, "bad_request", str(exc))
-        sent = dict(body)  # the record echoes the request as sent
-        problem = self._check(body)
-        if problem is not None:
-            return self.error(request, 400, "bad_request", problem)
+        body = call.body  # checked by the engine with refuse() below
+        sent = dict(request.json_object())  # the record echoes the request as sent
         model, width, height, count = self._plan(body)
         callback_url = body.get("callback_url")
         task = call.new_task({
@@ -80,10 +73,9 @@ class AceDataProvider(Provider):
             "trace_id": self._uuid(),
             "token": self.contract.behaviour.auth.key_of(request.headers.get("Authorization")) or "",
             "base_url": request.base_url,
-            "expired_url": call.fault("expired_url") is not None,
         })
         if isinstance(callback_url, str):
-            self._schedule_callback(task, callback_url, call)
+            self._schedule_callback(task, callback_url)
         ndjson = _NDJSON in request.headers.get("Accept", "").lower()
         if body.get("async") is True or isinstance(callback_url, str):
             accepted: dict[str, Any] = {"task_id": task.id}
@@ -96,28 +88,19 @@ class AceDataProvider(Provider):
             return MockResponse.stream(self._ndjson(task), _NDJSON)
         if not await self._wait(task):
             return self.error(request, 504, "timeout")
-        outcome = self._outcome(task)
+        outcome = self._outcome(task, call.faults)
         if outcome["success"]:
             return MockResponse.json(outcome)
         return self._failure_response(request, task)
 
     @route("POST", "/flux/tasks", operation="retrieveFluxTasks")
     async def tasks(self, request: MockRequest, call: Call) -> MockResponse:
-        try:
-            body = request.json_object()
-        except BodyError as exc:
-            return self.error(request, 400, "bad_request", str(exc))
-        validator = contracts.request_validator(self.id, "retrieveFluxTasks")
-        assert validator is not None
-        problem = _problem(validator.issues(body))
-        if problem is not None:
-            return self.error(request, 400, "bad_request", problem)
-        expired = call.fault("expired_url") is not None
+        body = call.body
         if body["action"] == "retrieve":
             task = call.tasks.get(body["id"])
             if task is None:
                 return self.error(request, 404, "not_found", f"The task {body['id']} does not exist.")
-            return MockResponse.json(self._record(task, call, expired))
+            return MockResponse.json(self._record(task, call))
         found = [t for t in (call.tasks.get(i) for i in body.get("ids", [])) if t is not None]
         if "ids" not in body:
             # A listing (Nexior's, [V]) shows the caller's own tasks, newest first.
@@ -129,7 +112,7 @@ class AceDataProvider(Provider):
         offset = int(body.get("offset", 0))
         limit = body.get("limit")
         found = found[offset : None if limit is None else offset + int(limit)]
-        items = [self._record(t, call, expired) for t in found]
+        items = [self._record(t, call) for t in found]
         return MockResponse.json({"items": items, "count": len(items)})
 
     # --- the provider's own answers ------------------------------------------------------
@@ -169,16 +152,24 @@ class AceDataProvider(Provider):
         models: dict[str, Any] = self.contract.behaviour.raw["models"]
         return models
 
-    def _check(self, body: dict[str, Any]) -> str | None:
-        """Why the request is a 400 bad_request, or None."""
-        if body.get("model") == "generate" and self.option("model_generate") == "flux-dev":
-            body["model"] = "flux-dev"  # quirk seed-example-model-generate
-        validator = contracts.request_validator(self.id, "createFluxImages")
-        assert validator is not None
-        issues = validator.issues(body)
-        # The contract's schema holds every rule; the rules below say the same in AceData's
-        # words ("size is invalid. ..."), so they speak first whenever the types allow them to.
-        return self._rule_problem(body) or _problem(issues)
+    def normalise(self, operation: str, data: dict[str, Any]) -> dict[str, Any]:
+        if (operation == "createFluxImages" and data.get("model") == "generate"
+                and self.option("model_generate") == "flux-dev"):
+            data["model"] = "flux-dev"  # quirk seed-example-model-generate
+        return data
+
+    def refuse(self, request: MockRequest, body: Body) -> MockResponse | None:
+        """A 400 bad_request: "<field> is invalid. <why>"."""
+        if body.error is not None:
+            return self.error(request, 400, "bad_request", str(body.error))
+        assert body.data is not None
+        problem = None
+        if body.operation == "createFluxImages":
+            # The contract's schema holds every rule; the rules below say the same in AceData's
+            # words ("size is invalid. ..."), so they speak first whenever the types allow them to.
+            problem = self._rule_problem(body.data)
+        problem = problem or _problem(body.issues)
+        return None if problem is None else self.error(request, 400, "bad_request", problem)
 
     def _rule_problem(self, body: dict[str, Any]) -> str | None:
         """The per-model rules (edit, count, size), for a body whose fields have the right types."""
@@ -267,7 +258,7 @@ class AceDataProvider(Provider):
         self._finish(task)
         return True
 
-    def _outcome(self, task: Task, *, expired: bool = False) -> dict[str, Any]:
+    def _outcome(self, task: Task, faults: Iterable[FaultSpec] = ()) -> dict[str, Any]:
         """The final body: the sync success body, or the failure body of a failed task."""
         data = task.data
         if task.final != task.terminal[0]:  # terminal: [succeeded, failed]
@@ -276,18 +267,17 @@ class AceDataProvider(Provider):
                 "success": False, "task_id": task.id, "trace_id": data["trace_id"],
                 "error": {"code": failure["code"], "message": failure["message"]},
             }
-        expires = self.server.clock.now() - 1 if expired or data["expired_url"] else None
         prompt = data["request"]["prompt"]
         items = []
         for i in range(data["count"]):
             spec = ImageSpec.of(data["width"], data["height"], prompt=prompt, seed=data["seed"], index=i)
-            token = self.server.images.issue(spec, expires_at=expires)
+            url = self.server.image_url(spec, data["base_url"], task=task, faults=faults)
             timings: Any = {"inference": data["inference"]}
             if self.option("timings") == "timestamp":
                 timings = int(self._end(task))
             items.append({
                 "prompt": prompt,
-                "image_url": f"{data['base_url']}{self.image_prefix}{token}{spec.extension}",
+                "image_url": url,
                 "seed": data["seed"] + i,
                 "timings": timings,
             })
@@ -297,7 +287,7 @@ class AceDataProvider(Provider):
         failure = self.contract.behaviour.raw["failure"]
         return self.error(request, int(failure["status"]), failure["code"], failure["message"])
 
-    def _record(self, task: Task, call: Call, expired: bool) -> dict[str, Any]:
+    def _record(self, task: Task, call: Call) -> dict[str, Any]:
         """The task record [V]: ids, request, and `response` once the task has ended."""
         now = call.now
         task.poll(now)
@@ -319,7 +309,7 @@ class AceDataProvider(Provider):
             if self.option("pending_record") == "stub":
                 record["response"] = {"success": True, "task_id": task.id}
             return record
-        record["response"] = self._outcome(task, expired=expired)
+        record["response"] = self._outcome(task, call.faults)
         record["finished_at"] = round(finished, 3)
         record["elapsed"] = round(finished - task.created_at, 3)
         return record
@@ -350,12 +340,9 @@ class AceDataProvider(Provider):
 
     # --- callbacks -------------------------------------------------------------------
 
-    def _schedule_callback(self, task: Task, url: str, call: Call) -> None:
+    def _schedule_callback(self, task: Task, url: str) -> None:
         """POST the final body to ``url`` when the task ends (a background job on the clock)."""
         policy = DeliveryPolicy.from_contract(self.contract.behaviour.raw.get("callbacks"))
-        duplicate = call.fault("duplicate_webhook") is not None
-        late = call.fault("late_webhook")
-        delay = late.number(30.0) if late is not None else 0.0
         deliveries = self.server.deliveries
         if refusal(url, self.server.allow_hosts) is not None:
             # Refused at once (recorded with its reason); nothing would ever reach it.
@@ -369,7 +356,7 @@ class AceDataProvider(Provider):
             self._finish(task)
             deliveries.send(
                 "callback", url, self._outcome(task), reference=task.id, policy=policy,
-                delay=delay, copies=2 if duplicate else 1,
+                faults=task.faults,
             )
 
         self.server.spawn(deliver())

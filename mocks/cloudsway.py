@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from imagegen_conformance import contracts
-
-from .engine import BodyError, Call, ImageSpec, MockRequest, MockResponse, Provider, route
+from .engine import Body, Call, ImageSpec, MockRequest, MockResponse, Provider, route
 
 # Title-case reason per status for the openai-style envelope's "type" field.
 _OPENAI_TYPES = {
@@ -35,22 +33,7 @@ class CloudswayProvider(Provider):
 
     @route("POST", "{prefix:(?:/[^/]+)*?}/{endpoint}/images/generations", operation="createImageTask")
     async def create(self, request: MockRequest, call: Call) -> MockResponse:
-        try:
-            body = request.json_object()
-        except BodyError as exc:
-            return self.error(request, 400, message=str(exc))
-        if "step" not in body and "Step" in body:
-            body["step"] = body.pop("Step")  # the English page's spelling
-        if self.option("step_required") == "true" and "step" not in body:
-            return self.error(request, 400, message="step is required (Step on the English page)")
-        validator = contracts.request_validator(self.id, "createImageTask")
-        assert validator is not None
-        issues = validator.issues(body)
-        if issues:
-            field = issues[0].path.removeprefix("$.").split(".")[0].split("[")[0]
-            code = "AI_IMAGE_SIZE_ERROR" if field == "aspect_ratio" else None
-            rule = _FIELD_RULES.get(field, issues[0].message)
-            return self.error(request, 400, code, f"{rule}; got {issues[0].instance!r}")
+        body = call.body  # parsed and checked by the engine (normalise, refuse below)
         width, height = self._size(body.get("aspect_ratio", "1:1"))
         task = call.new_task({
             "prompts": body["prompts"],
@@ -60,7 +43,6 @@ class CloudswayProvider(Provider):
             "height": height,
             "step": body.get("step", 4),
             "seed": int(body.get("seed", 0)),
-            "expired_url": call.fault("expired_url") is not None,
         })
         return MockResponse.json({"status": "success", "taskId": task.id})
 
@@ -75,10 +57,8 @@ class CloudswayProvider(Provider):
         state = task.poll(call.now)
         body: dict[str, Any] = {"status": state, "completed": state == "completed", "imageUrls": []}
         if state == "completed":
-            expires = call.now - 1 if task.data["expired_url"] else None
             body["imageUrls"] = [
-                call.image_url(self._spec(task.data, i), expires_at=expires)
-                for i in range(task.data["batchsize"])
+                call.image_url(self._spec(task.data, i), task=task) for i in range(task.data["batchsize"])
             ]
         elif state == "failed":
             body["message"] = "Image generation failed."
@@ -98,6 +78,25 @@ class CloudswayProvider(Provider):
         else:
             error = {"code": code, "message": message}
         return MockResponse.json({"error": error}, status, headers)
+
+    def normalise(self, operation: str, data: dict[str, Any]) -> dict[str, Any]:
+        if "step" not in data and "Step" in data:
+            data["step"] = data.pop("Step")  # the English page's spelling
+        return data
+
+    def refuse(self, request: MockRequest, body: Body) -> MockResponse | None:
+        if body.error is not None:
+            return self.error(request, 400, message=str(body.error))
+        assert body.data is not None
+        if self.option("step_required") == "true" and "step" not in body.data:
+            return self.error(request, 400, message="step is required (Step on the English page)")
+        if body.issues:
+            issue = body.issues[0]
+            field = issue.path.removeprefix("$.").split(".")[0].split("[")[0]
+            code = "AI_IMAGE_SIZE_ERROR" if field == "aspect_ratio" else None
+            rule = _FIELD_RULES.get(field, issue.message)
+            return self.error(request, 400, code, f"{rule}; got {issue.instance!r}")
+        return None
 
     def auth_error(self, request: MockRequest, reason: str) -> MockResponse:
         messages = {

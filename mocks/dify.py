@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import email.parser
-import email.policy
 import hashlib
 import hmac
 import json
@@ -34,10 +31,10 @@ from typing import Any
 
 import yaml
 
-from imagegen_conformance import contracts
+from imagegen_conformance.contracts import SchemaIssue
 
 from .engine import (
-    BodyError,
+    Body,
     Call,
     ImageSpec,
     MockRequest,
@@ -250,28 +247,12 @@ class DifyProvider(Provider):
         """How many blocking answers or streams are waiting on a run right now."""
         return sum(len(w) for w in self._waiters.values())
 
-    def _body_with_user(self, request: MockRequest) -> tuple[dict[str, Any], MockResponse | None]:
-        """The JSON body, or Dify's refusal: bad JSON, or no `user` ([V] "Arg user must be provided.")."""
-        try:
-            body = request.json_object()
-        except BodyError:
-            return {}, self.error(request, 400, "bad_request", _BAD_JSON)
-        user = body.get("user")
-        if not isinstance(user, str) or not user:
-            return body, self.error(request, 400, "invalid_param", "Arg user must be provided.")
-        return body, None
-
     # --- routes ----------------------------------------------------------------------
 
     @route("POST", "/v1/workflows/run", operation="runWorkflow")
     async def run(self, request: MockRequest, call: Call) -> MockResponse:
-        body, refused = self._body_with_user(request)
-        if refused is not None:
-            return refused
+        body = call.body  # checked by the engine with refuse() below
         user = body["user"]
-        problem = self._check_run_body(body)
-        if problem is not None:
-            return self.error(request, 400, "invalid_param", problem)
         try:
             inputs = self.workflow.validate_inputs(body["inputs"])
         except ValueError as exc:
@@ -284,9 +265,6 @@ class DifyProvider(Provider):
 
     @route("POST", "/v1/workflows/tasks/{task_id}/stop", operation="stopWorkflowTask")
     async def stop(self, request: MockRequest, call: Call) -> MockResponse:
-        _, refused = self._body_with_user(request)
-        if refused is not None:
-            return refused
         # [V] always success, whoever asks and whatever the id; only streaming runs stop.
         run_id = self._runs_by_task.get(request.params["task_id"])
         task = call.tasks.get(run_id) if run_id else None
@@ -343,16 +321,16 @@ class DifyProvider(Provider):
 
     @route("POST", "/v1/files/upload", operation="uploadFile")
     async def upload(self, request: MockRequest, call: Call) -> MockResponse:
-        parts = _multipart(request)
-        files = [p for p in parts if p[0] == "file"]
+        parts = call.parts  # read by the engine (aiohttp's multipart reader)
+        files = [p for p in parts if p.name == "file"]
         if not files:
             return self.error(request, 400, "no_file_uploaded")
         if len(files) > 1:
             return self.error(request, 400, "too_many_files")
-        _, filename, content_type, data = files[0]
+        filename, content_type, data = files[0].filename, files[0].content_type, files[0].data
         if not filename:
             return self.error(request, 400, "filename_not_exists_error")
-        user = next((d.decode("utf-8", "replace") for n, _, _, d in parts if n == "user"), "")
+        user = next((p.text() for p in parts if p.name == "user"), "")
         extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
         if not extension and content_type:  # no extension in the name: go by the part's type
             extension = (mimetypes.guess_extension(content_type) or "").lstrip(".")
@@ -465,6 +443,10 @@ class DifyProvider(Provider):
     def overloaded(self, request: MockRequest) -> MockResponse:
         return self.error(request, 503)
 
+    def link_lifetime(self) -> float | None:
+        """[V] FILES_ACCESS_TIMEOUT: signed file links are valid this long (option, default 300 s)."""
+        return float(self.option("files_access_timeout"))
+
     def describe_task(self, task: Any) -> dict[str, Any]:
         data = task.data
         return {
@@ -480,17 +462,32 @@ class DifyProvider(Provider):
 
     # --- runs ------------------------------------------------------------------------
 
-    def _check_run_body(self, body: Mapping[str, Any]) -> str | None:
+    def refuse(self, request: MockRequest, body: Body) -> MockResponse | None:
+        """Dify's refusals, in its order: the body, then ``user``, then the run's fields."""
+        if body.operation == "uploadFile":
+            # [V] werkzeug parses a broken multipart body silently: no file was uploaded.
+            return None if body.error is None else self.error(request, 400, "no_file_uploaded")
+        if body.error is not None:
+            return self.error(request, 400, "bad_request", _BAD_JSON)
+        assert body.data is not None
+        user = body.data.get("user")
+        if not isinstance(user, str) or not user:
+            return self.error(request, 400, "invalid_param", "Arg user must be provided.")  # [V]
+        if body.operation == "runWorkflow":
+            problem = self._check_run_body(body.data, body.issues)
+            if problem is not None:
+                return self.error(request, 400, "invalid_param", problem)
+        return None
+
+    def _check_run_body(self, body: Mapping[str, Any], issues: list[SchemaIssue]) -> str | None:
         """The first problem of a run request after ``user``, in words a client can act on."""
         if not isinstance(body.get("inputs"), dict):
             return "inputs is required and must be an object"
         mode = body.get("response_mode")
         if mode is not None and mode not in ("blocking", "streaming"):
             return f"response_mode must be 'blocking' or 'streaming', got {mode!r}"
-        validator = contracts.request_validator(self.id, "runWorkflow")
-        assert validator is not None
         # inputs are checked against the running workflow's own form, in Dify's words, later.
-        issues = [i for i in validator.issues(body) if not i.path.startswith("$.inputs")]
+        issues = [i for i in issues if not i.path.startswith("$.inputs")]
         if issues:
             return f"{issues[0].path.removeprefix('$.')}: {issues[0].message}"
         for item in body.get("files") or []:
@@ -501,16 +498,8 @@ class DifyProvider(Provider):
     def _new_run(self, call: Call, inputs: dict[str, Any], user: str, streaming: bool) -> Task:
         rng, nodes = call.rng, self.workflow.nodes
         durations = [rng.uniform(*n.seconds) for n in nodes]
+        # The faults act on the first working node: it fails, or it never finishes.
         work = next((i for i, n in enumerate(nodes) if n.type not in ("start", "end")), len(nodes) - 1)
-        fault = call.fault("task_fail")
-        fail: str | None = None
-        error_code = None
-        if fault is not None:
-            kind, _, error_code = (fault.arg or "node").partition(":")
-            fail = "error" if kind == "error" else "node"
-            del durations[work + 1 :]
-        if call.fault("never_finish") is not None:
-            durations[work] = math.inf
         run_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         task_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         data: dict[str, Any] = {
@@ -518,23 +507,27 @@ class DifyProvider(Provider):
             "user": user,
             "inputs": inputs,
             "streaming": streaming,
-            "fail": fail,
-            "fail_at": work if fail else None,
-            "error_code": error_code or "internal_server_error",
             "seed": rng.getrandbits(31),
             "execution_ids": [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in nodes],
-            "expired_url": call.fault("expired_url") is not None,
             "files": {},
             "workflow": self.workflow,  # the run keeps its workflow if another is loaded later
         }
-        for i, node in enumerate(nodes[: len(durations)]):
+        # Runs are time-driven whatever --lifecycle says: blocking answers and streams wait on them.
+        task = call.new_task(
+            data, task_id=run_id, phases=[("running", d) for d in durations], polls=[1] * len(nodes),
+            work=work, mode="time",
+        )
+        fail: str | None = None
+        if task.failure is not None:
+            kind, _, code = (task.failure or "node").partition(":")
+            fail = "error" if kind == "error" else "node"
+            data["error_code"] = code or "internal_server_error"
+        else:
+            data["error_code"] = "internal_server_error"
+        data["fail"], data["fail_at"] = fail, work if fail else None
+        for i, node in enumerate(nodes[: len(task.durations)]):
             if node.images and not (fail and i == work):
                 data["files"][node.id] = self._draw(node, inputs, data["seed"], rng)
-        task = Task(
-            run_id, call.now, ("running",) * len(durations), tuple(durations),
-            (1,) * len(durations), "failed" if fail else "succeeded", TERMINAL, "time", data,
-        )
-        call.tasks.add(task)
         self._runs_by_task[task_id] = run_id
         while len(self._runs_by_task) > int(self.contract.behaviour.limits.get("max_tasks", 100_000)):
             self._runs_by_task.popitem(last=False)
@@ -788,7 +781,7 @@ class DifyProvider(Provider):
     def _file_var(self, request: MockRequest, task: Task, file_id: str, now: float) -> dict[str, Any]:
         spec = self._files.get(file_id)
         ext = spec.extension if spec else ".png"
-        signed_at = now - 301 if task.data["expired_url"] else now  # the expired_url fault
+        signed_at, _ = self.server.link_times(task=task)  # the engine applies expired_url
         return {  # [V] the seed's FileVar, key for key
             "__variant": "FileVar",
             "tenant_id": task.data["workflow"].tenant_id,
@@ -819,7 +812,7 @@ class DifyProvider(Provider):
         q = request.query
         timestamp, nonce, sign = q.get("timestamp", ""), q.get("nonce", ""), q.get("sign", "")
         expected = self._sign(file_id, timestamp, nonce)
-        timeout = float(self.contract.behaviour.limits.get("files_access_timeout", 300))
+        timeout = self.link_lifetime() or math.inf
         good = bool(sign) and hmac.compare_digest(sign.encode("utf-8", "surrogatepass"),
                                                   expected.encode())
         # [V] Dify refuses a link older than FILES_ACCESS_TIMEOUT; the mock also refuses one
@@ -863,25 +856,3 @@ def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
 
-
-def _multipart(request: MockRequest) -> list[tuple[str, str | None, str | None, bytes]]:
-    """(field name, filename, content type, bytes) of each part of a multipart/form-data body."""
-    content_type = request.headers.get("Content-Type", "")
-    if not content_type.lower().startswith("multipart/form-data"):
-        return []
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-    with contextlib.suppress(Exception):
-        message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.body)
-        parts = []
-        for part in message.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            if not isinstance(name, str):
-                continue
-            payload = part.get_payload(decode=True)
-            parts.append((
-                name, part.get_filename(),
-                part.get_content_type() if part.get("Content-Type") else None,
-                payload if isinstance(payload, bytes) else b"",
-            ))
-        return parts
-    return []

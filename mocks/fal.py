@@ -23,17 +23,17 @@ import math
 import re
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from imagegen_conformance import contracts
 from imagegen_conformance.contracts import SchemaIssue
 
 from .engine import (
-    BodyError,
+    Body,
     Call,
     DeliveryPolicy,
+    FaultSpec,
     ImageSpec,
     MockRequest,
     MockResponse,
@@ -97,7 +97,7 @@ class FalProvider(Provider):
     @route("POST", "/fal-ai/flux-1/dev", operation="submitRequest", role="queue")
     async def submit(self, request: MockRequest, call: Call) -> MockResponse:
         # [V-3p] the queue accepts any body: invalid input fails at the result with a 422.
-        inputs, problems = self._parse(request)
+        inputs, problems = self._inputs(call.checked)
         webhook = request.query.get("fal_webhook")
         task = self._new_request(call, "queue", inputs, problems, webhook=webhook)
         body = self._status_body(request, task, QUEUED, call.now, logs=False)
@@ -141,8 +141,7 @@ class FalProvider(Provider):
                 body = self._status_body(request, task, state, now, logs=False)
                 return MockResponse.json(body, 202, headers)
             return MockResponse.json({"detail": "Request is still in progress"}, 400, headers)
-        expired = call.fault("expired_url") is not None
-        status, answer, extra = self._answer(task, request.base_url, expired=expired)
+        status, answer, extra = self._answer(task, request.base_url, call.faults)
         if status == 200 and self._result_expired(task, answer, now):
             return self._unknown(request)
         return MockResponse.json(answer, status, {**headers, **extra})
@@ -170,9 +169,7 @@ class FalProvider(Provider):
 
     @route("POST", "/fal-ai/flux-1/dev", operation="runSync", role="run")
     async def run(self, request: MockRequest, call: Call) -> MockResponse:
-        inputs, problems = self._parse(request)
-        if problems:
-            return self._validation_error(problems, str(uuid.UUID(int=call.rng.getrandbits(128), version=4)))
+        inputs, problems = self._inputs(call.checked)  # refuse() answered the invalid ones
         task = self._new_request(call, "sync", inputs, problems)
         if self.server.lifecycle == "polls":
             task.polls = int(sum(task.polls_needed))  # deterministic runs: answer at once
@@ -183,8 +180,7 @@ class FalProvider(Provider):
                     await self.server.clock.sleep(3600.0)
                 else:
                     await self.server.clock.sleep(max(end - self.server.clock.now(), 0.001))
-        expired = call.fault("expired_url") is not None
-        status, body, extra = self._answer(task, request.base_url, expired=expired)
+        status, body, extra = self._answer(task, request.base_url, call.faults)
         return MockResponse.json(body, status, {"x-fal-request-id": task.id, **extra})
 
     # --- the provider's own answers ------------------------------------------------------
@@ -245,22 +241,35 @@ class FalProvider(Provider):
 
     # --- input -------------------------------------------------------------------------
 
-    def _parse(self, request: MockRequest) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    def normalise(self, operation: str, data: dict[str, Any]) -> dict[str, Any]:
+        return self._coerce(data)
+
+    def refuse(self, request: MockRequest, body: Body) -> MockResponse | None:
+        """Only fal.run refuses at once (422); the queue accepts any body and fails at the result."""
+        if body.operation != "runSync":
+            return None
+        _, problems = self._inputs(body)
+        if not problems:
+            return None
+        request_id = str(uuid.UUID(int=self.server.rng.getrandbits(128), version=4))
+        return self._validation_error(problems, request_id)
+
+    def _inputs(self, body: Body | None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         """The normalised input, or the 422 detail list a FastAPI/pydantic app would give."""
-        try:
-            raw = request.json()
-        except BodyError as exc:
-            if not request.body.strip():
+        assert body is not None
+        error = body.error
+        if error is not None:
+            if error.kind == "empty":
                 return None, [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}]
+            if error.kind == "type":
+                _, msg = _PYDANTIC_TYPES["object"]
+                return None, [{"type": "model_attributes_type", "loc": ["body"], "msg": msg,
+                               "input": error.value}]
             return None, [{"type": "json_invalid", "loc": ["body", 0], "msg": "JSON decode error",
-                           "input": {}, "ctx": {"error": str(exc).rsplit(": ", 1)[-1]}}]
-        if not isinstance(raw, dict):
-            _, msg = _PYDANTIC_TYPES["object"]
-            return None, [{"type": "model_attributes_type", "loc": ["body"], "msg": msg, "input": raw}]
-        data = self._coerce(dict(raw))
-        validator = contracts.request_validator(self.id, "submitRequest")
-        assert validator is not None
-        problems = [_detail(issue, data) for issue in validator.issues(data)]
+                           "input": {}, "ctx": {"error": str(error).rsplit(": ", 1)[-1]}}]
+        data = body.data
+        assert data is not None
+        problems = [_detail(issue, data) for issue in body.issues]
         steps = data.get("num_inference_steps")
         if self.option("steps_min") == "1" and steps == 0 and not problems:
             problems.append({"type": "greater_than_equal", "loc": ["body", "num_inference_steps"],
@@ -341,26 +350,21 @@ class FalProvider(Provider):
             run = max(0.2, run * pixels * speed)
             if inputs["seed"] is None:
                 inputs["seed"] = rng.randrange(2**31)
-        if call.fault("never_finish") is not None:
-            run = math.inf
-        late = call.fault("late_webhook")
         timeout = _float(call.request.headers.get("x-fal-request-timeout"))
         data: dict[str, Any] = {
             "kind": kind, "seq": next(self._seq), "inputs": inputs, "problems": problems,
             "size": (inputs["width"], inputs["height"]) if inputs else None,
             "dispatch": dispatch, "run": run, "timeout": timeout,
-            "fail": call.fault("task_fail") is not None, "cancelled": False, "timed_out": False,
+            "cancelled": False, "timed_out": False,
             "cancel_requested": False, "base": call.request.base_url,
             "webhook": webhook, "webhook_sent": False,
-            "webhook_copies": 2 if call.fault("duplicate_webhook") is not None else 1,
-            "webhook_delay": 0.0 if late is None else late.number(30.0),
         }
-        task = Task(
-            str(uuid.UUID(int=rng.getrandbits(128), version=4)), call.now, (QUEUED, RUNNING),
-            (dispatch, run), tuple(p.polls for p in lifecycle.phases), DONE, (DONE,),
-            self.server.lifecycle, data,
-        )
-        call.tasks.add(task)  # StoreFull -> the engine answers overloaded()
+        # The engine applies the task faults: never_finish makes the run endless, task_fail
+        # marks it failed (it still ends COMPLETED: the error is at the result).
+        task = call.new_task(
+            data, phases=[(QUEUED, dispatch), (RUNNING, run)], polls=[p.polls for p in lifecycle.phases],
+        )  # StoreFull -> the engine answers overloaded()
+        data["run"] = task.durations[-1]
         if self._prune(call.now):
             self._reschedule(call.now)
         self._order.append(task)
@@ -497,7 +501,7 @@ class FalProvider(Provider):
             return "timeout"
         if data["problems"]:
             return "invalid"
-        return "failed" if data["fail"] else "ok"
+        return "failed" if task.failure is not None else "ok"
 
     def _find(self, request: MockRequest) -> Task | None:
         task = self.server.tasks.get(request.params["request_id"])
@@ -556,11 +560,14 @@ class FalProvider(Provider):
         for k in range(1, min(steps, int(done * steps)) + 1):
             lines.append(_log(f"Step {k}/{steps}", start + span * k / steps))
         if state == DONE:
-            lines.append(_log("Generation finished" if not task.data["fail"] else "Generation failed",
-                              start + span, "INFO" if not task.data["fail"] else "ERROR"))
+            failed = task.failure is not None
+            lines.append(_log("Generation failed" if failed else "Generation finished",
+                              start + span, "ERROR" if failed else "INFO"))
         return lines
 
-    def _answer(self, task: Task, base: str, *, expired: bool) -> tuple[int, Any, dict[str, str]]:
+    def _answer(
+        self, task: Task, base: str, faults: Iterable[FaultSpec] = ()
+    ) -> tuple[int, Any, dict[str, str]]:
         """What the result endpoint (or fal.run) answers for a finished request."""
         outcome = self._outcome(task)
         if outcome == "invalid":
@@ -573,9 +580,9 @@ class FalProvider(Provider):
         if outcome == "timeout":
             body = {"detail": "Request timed out", "error_type": "request_timeout"}
             return 504, body, {"X-Fal-Error-Type": "request_timeout", "X-Fal-Request-Timeout-Type": "user"}
-        return 200, self._output(task, base, expired=expired), {}
+        return 200, self._output(task, base, faults), {}
 
-    def _output(self, task: Task, base: str, *, expired: bool) -> dict[str, Any]:
+    def _output(self, task: Task, base: str, faults: Iterable[FaultSpec]) -> dict[str, Any]:
         inputs = task.data["inputs"]
         assert inputs is not None
         fmt = inputs["output_format"]
@@ -586,9 +593,7 @@ class FalProvider(Provider):
             if inputs["sync_mode"]:
                 url = f"data:{spec.content_type};base64," + base64.b64encode(render(spec)).decode()
             else:
-                expires = self.server.clock.now() - 1 if expired else None
-                token = self.server.images.issue(spec, expires_at=expires)
-                url = f"{base}{self.image_prefix}{token}{spec.extension}"
+                url = self.server.image_url(spec, base, task=task, faults=faults)
             images.append({"url": url, "width": spec.width, "height": spec.height,
                            "content_type": spec.content_type})
         return {
@@ -680,7 +685,7 @@ class FalProvider(Provider):
         if data["webhook_sent"] or not data["webhook"]:
             return
         data["webhook_sent"] = True
-        status, body, _ = self._answer(task, data["base"], expired=False)
+        status, body, _ = self._answer(task, data["base"])
         payload: dict[str, Any] = {"request_id": task.id, "gateway_request_id": task.id}
         if status == 200:
             payload.update({"status": "OK", "payload": body, "error": None})
@@ -689,7 +694,7 @@ class FalProvider(Provider):
             payload.update({"status": "ERROR", "error": f"Invalid status code: {status}", "payload": body})
         self.server.deliveries.send(
             "webhook", data["webhook"], payload, reference=task.id, policy=self._webhook_policy,
-            copies=data["webhook_copies"], delay=data["webhook_delay"],
+            faults=task.faults,
         )
 
 

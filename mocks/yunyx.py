@@ -18,10 +18,8 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from imagegen_conformance import contracts
-
 from .engine import (
-    BodyError,
+    Body,
     Call,
     ImageSpec,
     ImageTokenError,
@@ -61,35 +59,22 @@ class YunyxProvider(Provider):
     @route("POST", "/v1/images/generations", operation="generateImages")
     async def generate(self, request: MockRequest, call: Call) -> MockResponse:
         raw = self.contract.behaviour.raw
-        try:
-            body = request.json_object()
-        except BodyError as exc:
-            return self.error(request, 400, data=str(exc))
-        model = body.get("model", raw["default_model"] if self.option("model_required") == "false" else None)
-        if model is None:
-            return self.error(request, 400, data="model is required")
-        if isinstance(model, str) and model not in raw["models"]:
-            return self._unknown_model(request)
-        validator = contracts.request_validator(self.id, "generateImages")
-        assert validator is not None
-        issues = validator.issues(body)
-        if issues:
-            issue = issues[0]
-            field = issue.path.removeprefix("$").lstrip(".") or "body"
-            return self.error(request, 400, data=f"{field}: {issue.message}")
+        body = call.body  # checked by the engine with refuse() below
+        model = body.get("model", raw["default_model"])
         low, high = raw["models"][model]["inference"]
-        inference = call.rng.uniform(float(low), float(high))
-        if call.fault("never_finish") is not None:
-            inference = math.inf
+        # A synchronous call is a task the answer waits for: the engine applies its faults.
+        generation = call.new_task({}, phases=[("generating", call.rng.uniform(float(low), float(high)))],
+                                   keep=False)
+        inference = generation.durations[0]
         timeout = float(self.contract.behaviour.limits["request_timeout"])
         await self.server.clock.sleep(min(inference, timeout))
         if inference > timeout:
             return self.error(request, 504)
-        if call.fault("task_fail") is not None:
+        if generation.failure is not None:
             return self.error(request, int(raw["failure"]["status"]))
         seed = body.get("seed", call.rng.randrange(0, 10_000_000_000))
         width, height = (int(v) for v in body.get("image_size", raw["default_image_size"]).split("x"))
-        issued = call.now - 3601 if call.fault("expired_url") is not None else call.now
+        issued, _ = call.link_times()
         images = [
             {"url": self._link(request, ImageSpec.of(width, height, prompt=body["prompt"], seed=seed,
                                                       index=i), issued)}
@@ -151,6 +136,24 @@ class YunyxProvider(Provider):
             body = message
         return MockResponse.raw(go_json(body), status, JSON_TYPE, {**self._headers(), **(headers or {})})
 
+    def refuse(self, request: MockRequest, body: Body) -> MockResponse | None:
+        """A 400 with the reason in ``data``; the model is checked before the schema."""
+        if body.error is not None:
+            return self.error(request, 400, data=str(body.error))
+        assert body.data is not None
+        raw = self.contract.behaviour.raw
+        default = raw["default_model"] if self.option("model_required") == "false" else None
+        model = body.data.get("model", default)
+        if model is None:
+            return self.error(request, 400, data="model is required")
+        if isinstance(model, str) and model not in raw["models"]:
+            return self._unknown_model(request)
+        if body.issues:
+            issue = body.issues[0]
+            field = issue.path.removeprefix("$").lstrip(".") or "body"
+            return self.error(request, 400, data=f"{field}: {issue.message}")
+        return None
+
     def auth_error(self, request: MockRequest, reason: str) -> MockResponse:
         return self.error(request, 401)
 
@@ -174,7 +177,7 @@ class YunyxProvider(Provider):
 
     def _link(self, request: MockRequest, spec: ImageSpec, issued: float) -> str:
         """A presigned link valid ``retention.image_url`` seconds from ``issued`` (provider time)."""
-        lifetime = int(self.contract.behaviour.retention.image_url or 3600)
+        lifetime = int(self.link_lifetime() or 3600)
         token = self.server.images.issue(spec, expires_at=issued + lifetime)
         date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(issued))
         region = self.contract.behaviour.raw["links"]["region"]

@@ -29,12 +29,11 @@ import httpx
 
 from imagegen_conformance import contracts
 from imagegen_conformance.contracts import Contract, Scenario
-from imagegen_conformance.mocks.engine import Exchange
+from imagegen_conformance.mocks.engine import Exchange, redact_text
 
 from ..proxy._proxy import ValidatingProxy
 from ..rules import ClientResult
 from ..rules._deviation import Deviation, Side
-from ..rules._exchanges import redact_text
 from ..rules._profile import profile
 from ..rules._rules import RuleContext
 from ..rules._targets import live_target

@@ -33,11 +33,12 @@ from imagegen_conformance.mocks.engine import (
     is_loopback,
     redact_headers,
     redact_query,
+    redact_text,
     server_options,
 )
 
 from ..rules._deviation import Deviation
-from ..rules._exchanges import media_type, parse_sse, redact_text
+from ..rules._exchanges import media_type, parse_sse
 from ..rules._profile import operation_for
 from ..rules._validate import STREAM_MEDIA, validate_event, validate_exchange
 

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from imagegen_conformance.mocks.engine import Exchange
+from imagegen_conformance.mocks.engine import Exchange, redact_text
 
 from ..rules._deviation import Deviation
-from ..rules._exchanges import media_type, redact_text
+from ..rules._exchanges import media_type
 
 __all__ = ["FORMATS", "Recorder", "recorder_for"]
 

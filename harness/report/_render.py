@@ -13,10 +13,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from imagegen_conformance.mocks.engine import Exchange
+from imagegen_conformance.mocks.engine import Exchange, redact_exchange, redact_text
 
 from ..rules._deviation import Deviation, Severity
-from ..rules._exchanges import redact_text, redacted
 from ._report import Report, ScenarioResult
 
 __all__ = ["FORMATS", "render", "render_html", "render_json", "render_junit", "render_terminal"]
@@ -181,7 +180,7 @@ def _pretty(text: str | None) -> str:
 
 
 def _timeline(exchanges: Iterable[Exchange], flagged: set[int]) -> str:
-    items = [redacted(e) for e in exchanges]
+    items = [redact_exchange(e) for e in exchanges]
     if not items:
         return "<p class='muted'>No exchanges.</p>"
     t0 = items[0].provider_time

@@ -7,11 +7,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagegen_conformance.mocks.engine import Exchange
+from imagegen_conformance.mocks.engine import Exchange, redact_exchange
 
 from ..rules import ClientResult
 from ..rules._deviation import Deviation, Severity
-from ..rules._exchanges import redacted
 from ..rules._rules import RuleInfo, rule_catalogue
 
 __all__ = ["Report", "ScenarioResult"]
@@ -57,8 +56,8 @@ class ScenarioResult:
             "rules": self.rules,
             "result": self.result.to_dict() if self.result else None,
             "deviations": [d.to_dict() for d in self.deviations],
-            "exchanges": [redacted(e).to_dict() for e in self.exchanges],
-            "probes": [redacted(e).to_dict() for e in self.probes],
+            "exchanges": [redact_exchange(e).to_dict() for e in self.exchanges],
+            "probes": [redact_exchange(e).to_dict() for e in self.probes],
         }
 
 

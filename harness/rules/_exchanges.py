@@ -7,7 +7,6 @@ produce ``Exchange`` values; everything in the harness reads them through these 
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import time
 from collections.abc import Iterable, Mapping
@@ -16,7 +15,13 @@ from typing import Any
 
 import httpx
 
-from imagegen_conformance.mocks.engine import Exchange, Journal, redact_headers, redact_query
+from imagegen_conformance.mocks.engine import (
+    Exchange,
+    Journal,
+    redact_headers,
+    redact_query,
+    redact_text,
+)
 
 __all__ = [
     "RecordingTransport",
@@ -26,38 +31,10 @@ __all__ = [
     "header",
     "json_or_none",
     "media_type",
-    "redact_text",
-    "redacted",
     "request_json",
     "response_json",
     "stream_events",
 ]
-
-
-# Signatures and credentials inside URLs that appear in bodies (presigned S3 links, Dify's
-# signed file links, webhook URLs with tokens). The value stops at &, quotes, whitespace or a
-# backslash (yunyx escapes & as \u0026 in its JSON).
-_SIGNED = re.compile(
-    r"(?i)\b(sign|signature|sig|token|access_token|api_key|apikey|key|nonce|"
-    r"x-amz-signature|x-amz-credential|x-amz-security-token)=([^&\"'\s\\<>]+)"
-)
-
-
-def redact_text(text: str | None) -> str | None:
-    """Replace signatures and keys in URLs inside a body: ``sign=REDACTED``."""
-    if not text:
-        return text
-    return _SIGNED.sub(lambda m: f"{m.group(1)}=REDACTED", text)  # URI-safe: bodies stay valid
-
-
-def redacted(exchange: Exchange) -> Exchange:
-    """A copy whose bodies and stream events carry no signed-URL secrets (for reports)."""
-    return Exchange(**{
-        **exchange.__dict__,
-        "request_body": redact_text(exchange.request_body),
-        "response_body": redact_text(exchange.response_body),
-        "events": [redact_text(e) or "" for e in exchange.events],
-    })
 
 
 def exchange_from_dict(data: Mapping[str, Any]) -> Exchange:
@@ -209,7 +186,7 @@ class RecordingTransport(httpx.AsyncBaseTransport):
             path=request.url.path,
             query=redact_query(httpx.QueryParams(request.url.query).multi_items()),
             request_headers=redact_headers(request.headers.multi_items()),
-            request_body=body.decode("utf-8", errors="replace") if body else None,
+            request_body=redact_text(body.decode("utf-8", errors="replace")) if body else None,
             started_at=now,
             provider_time=self._t0 + (now - self._t0) * self.time_scale,
         )

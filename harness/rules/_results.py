@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._exchanges import redact_text
+from imagegen_conformance.mocks.engine import redact_text
 
 __all__ = ["ClientResult", "ImageResult"]
 

@@ -12,11 +12,11 @@ import httpx
 
 from imagegen_conformance import contracts
 from imagegen_conformance.contracts import Contract, Scenario
-from imagegen_conformance.mocks.engine import Exchange
+from imagegen_conformance.mocks.engine import Exchange, redact_text
 
 from ..report import ScenarioResult
 from ..rules import ClientOutcome, ClientResult, Deviation, RuleContext, Severity, Side, check_rules
-from ..rules._exchanges import json_or_none, redact_text
+from ..rules._exchanges import json_or_none
 from ..rules._profile import json_path, profile
 from ..rules._rules import OTHER_CHECKS, applicable_rules
 from ..rules._validate import DOWNLOAD, validate_all

@@ -8,16 +8,18 @@ API; :func:`make_app` serves it with aiohttp and :func:`mock_router` with respx.
 from __future__ import annotations
 
 from ._aiohttp import make_app
+from ._body import Body, FormPart
 from ._clock import Clock, ManualClock, ScaledClock, make_clock
 from ._connections import ConnectionLimits, ProtocolLog, server_options
 from ._deliver import Deliverer, Delivery, DeliveryPolicy, is_loopback, refusal
 from ._drift import DRIFTS, DriftSpec, apply_drift
-from ._faults import FAULTS, FaultError, FaultPlan, FaultSpec, parse_faults
+from ._faults import FAULTS, STAGES, FaultError, FaultNotApplicable, FaultPlan, FaultSpec, parse_faults
 from ._http import BodyError, MockRequest, MockResponse, dumps
 from ._images import FORMATS, ImageSpec, ImageTokenError, ImageTokens, render
-from ._journal import Exchange, Journal, redact_headers, redact_query, redact_url
+from ._journal import Exchange, Journal
 from ._provider import Provider, Route, provider_class, route
 from ._ratelimit import RateLimiter
+from ._redact import redact_exchange, redact_headers, redact_query, redact_text, redact_url
 from ._replay import RecordedAnswer, Replay, ReplayError
 from ._respx import mock_router
 from ._serve import Listener, PortInUse, Served, TLSMaterial, bind, start
@@ -33,6 +35,8 @@ __all__ = [
     "FAULT_HEADER",
     "FORMATS",
     "SCENARIO_HEADER",
+    "STAGES",
+    "Body",
     "BodyError",
     "Call",
     "Clock",
@@ -43,8 +47,10 @@ __all__ = [
     "DriftSpec",
     "Exchange",
     "FaultError",
+    "FaultNotApplicable",
     "FaultPlan",
     "FaultSpec",
+    "FormPart",
     "ImageSpec",
     "ImageTokenError",
     "ImageTokens",
@@ -81,8 +87,10 @@ __all__ = [
     "new_task",
     "parse_faults",
     "provider_class",
+    "redact_exchange",
     "redact_headers",
     "redact_query",
+    "redact_text",
     "redact_url",
     "refusal",
     "render",

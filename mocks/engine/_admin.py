@@ -7,7 +7,7 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
-from ._faults import FAULTS, FaultError, FaultSpec
+from ._faults import FAULTS, FaultError, FaultNotApplicable, FaultSpec
 from ._http import MockRequest, MockResponse
 
 if TYPE_CHECKING:
@@ -104,8 +104,9 @@ async def handle_admin(server: MockServer, request: MockRequest) -> MockResponse
                 specs = [
                     FaultSpec.parse(i) if isinstance(i, str) else FaultSpec.from_dict(i) for i in items
                 ]
+                server.check_faults(specs, "POST /__mock/faults")  # all or none
                 for spec in specs:
-                    server.faults.add(spec)
+                    server.add_fault(spec)
                 return MockResponse.json({"active": server.faults.specs()}, 201)
             if method == "DELETE":
                 server.faults.clear()
@@ -135,6 +136,11 @@ async def handle_admin(server: MockServer, request: MockRequest) -> MockResponse
             if task is None:
                 return _err(404, "no such task (unknown id, or expired after its retention)")
             return MockResponse.json(task_view(server, task))
+    except FaultNotApplicable as exc:
+        # Understood but meaningless for this provider: its own 400, with the contract's reason.
+        response = server.provider.error(request, 400, message=str(exc))
+        response.headers["X-Mock-Error"] = "fault-not-applicable"
+        return response
     except (FaultError, ValueError) as exc:
         return _err(400, str(exc))
     return _err(404, f"no admin endpoint {method} {request.path}; see GET /__mock/")

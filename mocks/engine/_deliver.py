@@ -6,15 +6,16 @@ import ipaddress
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
+from ._faults import FaultSpec
 from ._http import dumps
-from ._journal import redact_url
+from ._redact import redact_url
 
 if TYPE_CHECKING:
     from ._server import MockServer
@@ -138,10 +139,14 @@ class Deliverer:
         reference: str,
         policy: DeliveryPolicy,
         headers: Mapping[str, str] | None = None,
-        delay: float = 0.0,
-        copies: int = 1,
+        faults: Iterable[FaultSpec] = (),
     ) -> Delivery:
-        """Schedule a delivery (``copies`` > 1 models a duplicate webhook)."""
+        """Schedule a delivery, with the delivery faults of the request behind it (``task.faults``):
+        ``duplicate_webhook`` sends it twice, ``late_webhook:S`` waits S provider seconds first."""
+        names = {f.name: f for f in faults}
+        copies = 2 if "duplicate_webhook" in names else 1
+        late = names.get("late_webhook")
+        delay = 0.0 if late is None else late.number(30.0)
         with self._lock:
             self._next += 1
             record = Delivery(self._next, kind, redact_url(url), reference)

@@ -3,12 +3,22 @@ from __future__ import annotations
 import difflib
 import random
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from imagegen_conformance.contracts import FAULT_CATALOGUE
 
-__all__ = ["FAULTS", "STAGES", "FaultError", "FaultPlan", "FaultSpec", "parse_faults"]
+__all__ = [
+    "FAULTS",
+    "STAGES",
+    "FaultError",
+    "FaultNotApplicable",
+    "FaultPlan",
+    "FaultSpec",
+    "check_applicable",
+    "parse_faults",
+]
 
 #: Every fault the engine knows, and what it does (contracts/faults.yaml). The same names work
 #: for all providers.
@@ -21,6 +31,28 @@ ENGINE_FAULTS = frozenset(name for name, stage in STAGES.items() if stage in ("r
 
 class FaultError(ValueError):
     """A fault specification that cannot be understood; the message says how to write one."""
+
+
+class FaultNotApplicable(FaultError):
+    """A fault the provider's contract lists under ``faults.not_applicable``, with its reason."""
+
+
+def check_applicable(
+    specs: Iterable[FaultSpec], provider: str, not_applicable: Mapping[str, str], where: str
+) -> None:
+    """Refuse a fault that means nothing for ``provider`` (its behaviour.yaml says why).
+
+    ``where`` names how it was set (``--fault``, ``POST /__mock/faults``, ``X-Mock-Fault``,
+    scenario ``id``) so the message points at what to change.
+    """
+    for spec in specs:
+        reason = not_applicable.get(spec.name)
+        if reason is not None:
+            usable = ", ".join(n for n in FAULTS if n not in not_applicable)
+            raise FaultNotApplicable(
+                f"fault {spec.name!r} ({where}) does not apply to {provider}: {reason}. "
+                f"Faults that do: {usable}"
+            )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,16 @@ def dumps(data: Any) -> bytes:
 
 
 class BodyError(ValueError):
-    """The request body is not the JSON the route needs."""
+    """The request body is not what the route needs; ``kind`` says how.
+
+    ``kind`` is ``empty`` (no body), ``invalid`` (not JSON, or a broken multipart body) or
+    ``type`` (valid JSON of another type, held in ``value``; or not multipart at all).
+    """
+
+    def __init__(self, message: str, *, kind: str = "invalid", value: Any = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.value = value
 
 
 @dataclass
@@ -66,7 +75,7 @@ class MockRequest:
         """The body parsed as JSON; :class:`BodyError` says why it is not."""
         if not self._parsed:
             if not self.body.strip():
-                raise BodyError("request body is empty; a JSON object is required")
+                raise BodyError("request body is empty; a JSON object is required", kind="empty")
             try:
                 self._json = json.loads(self.body)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -77,7 +86,9 @@ class MockRequest:
     def json_object(self) -> dict[str, Any]:
         data = self.json()
         if not isinstance(data, dict):
-            raise BodyError(f"request body must be a JSON object, got {type(data).__name__}")
+            raise BodyError(
+                f"request body must be a JSON object, got {type(data).__name__}", kind="type", value=data
+            )
         return data
 
     def url(self, path: str) -> str:

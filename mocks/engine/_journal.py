@@ -1,63 +1,14 @@
 from __future__ import annotations
 
-import re
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
-__all__ = ["Exchange", "Journal", "redact_headers", "redact_query", "redact_text", "redact_url"]
+__all__ = ["Exchange", "Journal", "body_text"]
 
-REDACTED = "<redacted>"
-SECRET_HEADERS = frozenset(
-    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "set-cookie",
-     "x-admin-token", "x-webhook-secret"}
-)
-SECRET_PARAMS = frozenset(
-    {"key", "api_key", "apikey", "token", "access_token", "sign", "signature", "sig",
-     "x-amz-signature", "x-amz-credential", "x-amz-security-token", "nonce"}
-)
 BODY_LIMIT = 65_536
 EVENT_LIMIT = 1_000
-
-
-def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Header values that carry secrets keep only their scheme: ``Bearer <redacted>``."""
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    out: dict[str, str] = {}
-    for name, value in items:
-        if name.lower() in SECRET_HEADERS:
-            scheme, sep, _ = value.partition(" ")
-            value = f"{scheme} {REDACTED}" if sep and scheme.isalpha() else REDACTED
-        out[name] = value
-    return out
-
-
-# A secret query parameter inside text: a webhook URL passed as a query value or in a body.
-_SECRET_IN_TEXT = re.compile(
-    r"(?i)([?&](?:" + "|".join(re.escape(p) for p in sorted(SECRET_PARAMS)) + r")=)[^&#\s\"'\\<]+"
-)
-
-
-def redact_text(text: str | None) -> str | None:
-    """Text with the values of secret query parameters in any URL it holds replaced."""
-    if not text or "=" not in text:
-        return text
-    return _SECRET_IN_TEXT.sub(lambda m: m.group(1) + REDACTED, text)
-
-
-def redact_query(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    return [(k, REDACTED if k.lower() in SECRET_PARAMS else redact_text(v) or v) for k, v in pairs]
-
-
-def redact_url(url: str) -> str:
-    """A URL with its signed or secret query parameters replaced."""
-    base, sep, query = url.partition("?")
-    if not sep:
-        return url
-    return base + "?" + urlencode(redact_query(parse_qsl(query, keep_blank_values=True)), safe="<>:/")
 
 
 def body_text(body: bytes, content_type: str | None) -> str | None:

@@ -15,6 +15,7 @@ from imagegen_conformance.contracts import ContractError, ErrorSpec
 from ._http import MockRequest, MockResponse
 
 if TYPE_CHECKING:
+    from ._body import Body
     from ._server import Call, MockServer
 
 __all__ = ["Provider", "Route", "provider_class", "route"]
@@ -149,6 +150,35 @@ class Provider(ABC):
 
     def malformed(self, request: MockRequest) -> MockResponse:
         return MockResponse.raw(b'{"status": "succ', 200, "application/json")
+
+    # --- bodies: the engine parses and validates; these say what the provider makes of it ---
+
+    def normalise(self, operation: str, data: dict[str, Any]) -> dict[str, Any]:
+        """The JSON body as the provider reads it, before the contract's schema checks it
+        (a spelling it also accepts, a lax type). ``data`` is a copy; change it freely."""
+        return data
+
+    def refuse(self, request: MockRequest, body: Body) -> MockResponse | None:
+        """The provider's answer to a body it does not accept, or None to run the handler.
+
+        Called for every route whose operation takes a body, after the engine parsed it and
+        checked it against the contract (``body.error``, ``body.issues``). The default is a
+        400 naming the first problem; providers override it with their own words.
+        """
+        if body.error is not None:
+            return self.error(request, 400, message=str(body.error))
+        if body.issues:
+            issue = body.issues[0]
+            return self.error(request, 400, message=f"{issue.path.removeprefix('$.')}: {issue.message}")
+        return None
+
+    def link_lifetime(self) -> float | None:
+        """Provider seconds an image or file link stays valid (None: it never expires).
+
+        The contract's ``retention.image_url``; a provider whose own setting decides it
+        (Dify's FILES_ACCESS_TIMEOUT) overrides this. Expired links are computed from it.
+        """
+        return self.contract.behaviour.retention.image_url
 
     def describe_task(self, task: Any) -> dict[str, Any]:
         """What the admin API shows of a task beyond its timeline."""

@@ -6,29 +6,32 @@ import os
 import random
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 from imagegen_conformance import contracts
 from imagegen_conformance.contracts import Contract, ContractError
 
 from ._admin import handle_admin
+from ._body import Body, FormPart, body_kinds, read_json, read_multipart
 from ._clock import Clock, make_clock
 from ._deliver import Deliverer
-from ._faults import FaultError, FaultPlan, FaultSpec, parse_faults, select_header
+from ._faults import (
+    STAGES,
+    FaultError,
+    FaultNotApplicable,
+    FaultPlan,
+    FaultSpec,
+    check_applicable,
+    parse_faults,
+    select_header,
+)
 from ._http import MockRequest, MockResponse, dumps
 from ._images import ImageSpec, ImageTokenError, ImageTokens, render
-from ._journal import (
-    EVENT_LIMIT,
-    Exchange,
-    Journal,
-    body_text,
-    redact_headers,
-    redact_query,
-    redact_text,
-)
+from ._journal import EVENT_LIMIT, Exchange, Journal, body_text
 from ._provider import Provider, Route, provider_class
 from ._ratelimit import RateLimiter
+from ._redact import redact_headers, redact_query, redact_text
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
 
 __all__ = ["ADMIN_PREFIX", "Call", "MockServer", "signing_key"]
@@ -37,19 +40,23 @@ ADMIN_PREFIX = "/__mock/"
 FAULT_HEADER = "X-Mock-Fault"
 SCENARIO_HEADER = "X-Mock-Scenario"
 LIFECYCLES = ("time", "polls")
+#: Fault stages that travel with the task a request creates (to its links and deliveries).
+CARRIED = frozenset({"task", "link", "delivery"})
 
 
 class Call:
     """What a handler gets besides the request: the server's state and this request's faults."""
 
-    __slots__ = ("faults", "request", "route", "server")
+    __slots__ = ("checked", "faults", "request", "route", "server")
 
     def __init__(self, server: MockServer, request: MockRequest, route: Route | None,
-                 faults: list[FaultSpec]) -> None:
+                 faults: list[FaultSpec], checked: Body | None = None) -> None:
         self.server = server
         self.request = request
         self.route = route
         self.faults = faults
+        #: What the engine made of the request body (parsed, normalised, validated).
+        self.checked = checked
 
     @property
     def now(self) -> float:
@@ -63,43 +70,75 @@ class Call:
     def rng(self) -> random.Random:
         return self.server.rng
 
+    @property
+    def body(self) -> dict[str, Any]:
+        """The JSON body, parsed and accepted by the provider's :meth:`~Provider.refuse`."""
+        if self.checked is None or self.checked.data is None:
+            raise RuntimeError("this route's operation takes no JSON body (or it was not parsed)")
+        return self.checked.data
+
+    @property
+    def parts(self) -> list[FormPart]:
+        """The parts of a multipart/form-data body."""
+        return [] if self.checked is None else self.checked.parts
+
     def fault(self, name: str) -> FaultSpec | None:
-        """The fault ``name`` if it fires for this request (task_fail, never_finish, ...)."""
+        """The fault ``name`` if it fires for this request (the engine applies them; a
+        provider reads one only for what is its own, such as how a stream fails)."""
         for spec in self.faults:
             if spec.name == name:
                 return spec
         return None
 
-    def new_task(self, data: dict[str, Any], *, task_id: str | None = None) -> Task:
-        """Create and store a task whose timeline follows the contract's lifecycle.
+    def new_task(
+        self,
+        data: dict[str, Any],
+        *,
+        task_id: str | None = None,
+        phases: Sequence[tuple[str, float]] | None = None,
+        polls: Sequence[int | float] | None = None,
+        work: int | None = None,
+        mode: str | None = None,
+        keep: bool = True,
+    ) -> Task:
+        """Create (and store, unless ``keep=False``) a task, with this request's task faults.
 
+        The timeline follows the contract's lifecycle, or ``phases`` ((state, provider
+        seconds), with ``polls`` per phase for ``--lifecycle polls``). ``task_fail`` ends it
+        in the failure state after phase ``work`` (default: the last), ``never_finish`` keeps
+        it in that phase forever; its link and delivery faults travel with it. ``mode``
+        overrides the server's lifecycle mode (a run whose answer waits on the clock).
         Raises :class:`StoreFull` when the store is full; the engine answers ``overloaded``.
         """
         lifecycle = self.server.contract.behaviour.lifecycle
-        if lifecycle is None:
+        if lifecycle is None and phases is None:
             raise ContractError(f"{self.server.provider_id} declares no lifecycle")
+        fail = self.fault("task_fail")
         task = new_task(
             lifecycle,
             now=self.now,
             rng=self.rng,
-            mode=self.server.lifecycle,
-            fail=self.fault("task_fail") is not None,
+            mode=mode or self.server.lifecycle,
+            fail=False if fail is None else (fail.arg or True),
             never_finish=self.fault("never_finish") is not None,
+            phases=phases,
+            polls=polls,
+            work=work,
+            faults=tuple(f for f in self.faults if STAGES[f.name] in CARRIED),
             task_id=task_id,
             data=data,
         )
-        self.server.tasks.add(task)
+        if keep:
+            self.server.tasks.add(task)
         return task
 
-    def image_url(self, spec: ImageSpec, *, expires_at: float | None = None) -> str:
+    def link_times(self, task: Task | None = None) -> tuple[float, float | None]:
+        """(issued, expires) for a link made now: see :meth:`MockServer.link_times`."""
+        return self.server.link_times(task=task, faults=self.faults)
+
+    def image_url(self, spec: ImageSpec, *, task: Task | None = None) -> str:
         """A link to a placeholder image the mock serves (engine route, provider's prefix)."""
-        if self.fault("expired_url") is not None:
-            expires_at = self.now - 1
-        prefix = self.server.provider.image_prefix
-        if prefix is None:
-            raise RuntimeError(f"{self.server.provider_id} serves its own image routes")
-        token = self.server.images.issue(spec, expires_at=expires_at)
-        return self.request.url(f"{prefix}{token}{spec.extension}")
+        return self.server.image_url(spec, self.request.base_url, task=task, faults=self.faults)
 
 
 def signing_key(secret: str | bytes | None) -> bytes:
@@ -172,13 +211,16 @@ class MockServer:
             max_tasks=max_tasks or int(limits.get("max_tasks", 100_000)),
         )
         self.journal = Journal(journal_size)
-        self.faults = FaultPlan([f if isinstance(f, FaultSpec) else FaultSpec.parse(f) for f in faults])
+        run_faults = [f if isinstance(f, FaultSpec) else FaultSpec.parse(f) for f in faults]
+        self.check_faults(run_faults, "a run fault (--fault)")
+        self.faults = FaultPlan(run_faults)
         self.rate_limiter = self._rate_limiter(rate_limit)
         self.public_url = public_url.rstrip("/") if public_url else None
         self.admin_token = admin_token
         self.allow_hosts = frozenset(allow_hosts)
         self.provider: Provider = provider_class(self.provider_id)(self)
         self.routes = self.provider.routes()
+        self.body_kinds = body_kinds(self.contract)  # operationId -> "json" | "multipart"
         # The first role is the primary host: the one `serve` prints and the default for requests.
         self.roles = tuple(dict.fromkeys([*behaviour.hosts, *(r.role for r in self.routes)])) or ("api",)
         self._image_prefix = self.provider.image_prefix
@@ -206,6 +248,46 @@ class MockServer:
 
     def option(self, name: str) -> str:
         return self.options[name]
+
+    def check_faults(self, specs: Iterable[FaultSpec], where: str) -> None:
+        """Refuse faults the contract lists under ``faults.not_applicable`` (FaultNotApplicable)."""
+        check_applicable(specs, self.provider_id, self.contract.behaviour.not_applicable, where)
+
+    def add_fault(self, spec: FaultSpec) -> None:
+        """Add a run fault (the admin API), refused when it does not apply to this provider."""
+        self.check_faults([spec], "POST /__mock/faults")
+        self.faults.add(spec)
+
+    # --- links -----------------------------------------------------------------------------
+
+    def link_times(
+        self, *, task: Task | None = None, faults: Iterable[FaultSpec] = ()
+    ) -> tuple[float, float | None]:
+        """(issued, expires) in provider time for an image or file link made now.
+
+        A link lives the provider's :meth:`~Provider.link_lifetime` (None: forever). With the
+        ``expired_url`` fault (on this request, or on the one that created ``task``) it was
+        issued one lifetime and a second ago, so it has just expired, whatever the lifetime.
+        """
+        now = self.clock.now()
+        lifetime = self.provider.link_lifetime()
+        carried = task.faults if task is not None else ()
+        if any(f.name == "expired_url" for f in (*faults, *carried)):
+            issued = now - (lifetime or 0.0) - 1
+            return issued, now - 1
+        return now, None if lifetime is None else now + lifetime
+
+    def image_url(
+        self, spec: ImageSpec, base_url: str, *, task: Task | None = None,
+        faults: Iterable[FaultSpec] = (),
+    ) -> str:
+        """A link under the engine's image route (the provider's ``image_prefix``)."""
+        prefix = self.provider.image_prefix
+        if prefix is None:
+            raise RuntimeError(f"{self.provider_id} serves its own image routes")
+        _, expires = self.link_times(task=task, faults=faults)
+        token = self.images.issue(spec, expires_at=expires)
+        return f"{base_url}{prefix}{token}{spec.extension}"
 
     def _rate_limiter(self, spec: str | None) -> RateLimiter | None:
         if spec in (None, "", "off"):
@@ -288,6 +370,11 @@ class MockServer:
         )
         try:
             faults = self._faults_for(request, operation)
+        except FaultNotApplicable as exc:
+            # Understood but meaningless here: the provider's own 400, with the reason.
+            response = self.provider.error(request, 400, message=str(exc))
+            response.headers["X-Mock-Error"] = "fault-not-applicable"
+            faults = []
         except (FaultError, ContractError) as exc:
             # A bad X-Mock-Fault header is the test author's mistake: say so plainly.
             response = MockResponse.json({"mock_error": str(exc)}, 400, {"X-Mock-Error": "bad-fault"})
@@ -337,11 +424,17 @@ class MockServer:
 
     def _faults_for(self, request: MockRequest, operation: str | None) -> list[FaultSpec]:
         header = request.headers.get(FAULT_HEADER)
-        specs = select_header(parse_faults(header), operation, self.rng) if header else []
+        specs: list[FaultSpec] = []
+        if header:
+            named = parse_faults(header)
+            self.check_faults(named, f"the {FAULT_HEADER} header")
+            specs = select_header(named, operation, self.rng)
         scenario = request.headers.get(SCENARIO_HEADER)
         if scenario:
             chosen = self.contract.scenario(scenario)
-            specs += select_header([FaultSpec.parse(f) for f in chosen.faults], operation, self.rng)
+            named = [FaultSpec.parse(f) for f in chosen.faults]
+            self.check_faults(named, f"scenario {scenario!r}")
+            specs += select_header(named, operation, self.rng)
         if self.faults:
             specs += self.faults.select(operation, self.rng)
         return specs
@@ -383,14 +476,28 @@ class MockServer:
             return provider.too_large(request, self.max_body)
         if request.timed_out:
             return provider.request_timeout(request)
-        handler = getattr(provider, route.handler)
-        try:
-            response: MockResponse = await handler(request, Call(self, request, route, faults))
-        except StoreFull:
-            return provider.overloaded(request)
+        checked = await self._read_body(request, route)
+        refused = provider.refuse(request, checked) if checked is not None else None
+        if refused is not None:
+            response = refused
+        else:
+            handler = getattr(provider, route.handler)
+            try:
+                response = await handler(request, Call(self, request, route, faults, checked))
+            except StoreFull:
+                return provider.overloaded(request)
         if "malformed" in names:
             return provider.malformed(request)
         return response
+
+    async def _read_body(self, request: MockRequest, route: Route) -> Body | None:
+        """The body of an operation that takes one, parsed and checked (None for the others)."""
+        kind = self.body_kinds.get(route.operation or "")
+        if kind is None or route.operation is None:
+            return None
+        if kind == "multipart":
+            return await read_multipart(request, route.operation)
+        return read_json(self.provider, request, route.operation)
 
     def _check_auth(self, request: MockRequest) -> MockResponse | None:
         auth = self.contract.behaviour.auth

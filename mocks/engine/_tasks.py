@@ -4,12 +4,13 @@ import heapq
 import math
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 from imagegen_conformance.contracts import Lifecycle
 
 from ._clock import Clock
+from ._faults import FaultSpec
 
 __all__ = ["MemoryTaskStore", "StoreFull", "Task", "TaskStore", "new_task"]
 
@@ -33,6 +34,8 @@ class Task:
         "data",
         "durations",
         "ended",
+        "failure",
+        "faults",
         "final",
         "id",
         "mode",
@@ -53,6 +56,9 @@ class Task:
         terminal: tuple[str, ...],
         mode: str = "time",
         data: dict[str, Any] | None = None,
+        *,
+        faults: tuple[FaultSpec, ...] = (),
+        failure: str | None = None,
     ) -> None:
         self.id = task_id
         self.created_at = created_at
@@ -63,6 +69,12 @@ class Task:
         self.terminal = terminal
         self.mode = mode
         self.data: dict[str, Any] = data if data is not None else {}
+        #: The task, link and delivery faults that fired on the request that created it: the
+        #: engine applies them to its links (expired_url) and deliveries (duplicate/late webhook).
+        self.faults = faults
+        #: Set when a task_fail fault made the task fail: the fault's argument ("" without one),
+        #: which a provider may read for how it fails (Dify: ``node`` or ``error:CODE``).
+        self.failure = failure
         self.polls = 0
         self.ended: tuple[str, float] | None = None
         self._terminal_at: float | None = None
@@ -128,37 +140,59 @@ class Task:
 
 
 def new_task(
-    lifecycle: Lifecycle,
+    lifecycle: Lifecycle | None,
     *,
     now: float,
     rng: random.Random,
     mode: str = "time",
-    fail: bool = False,
+    fail: bool | str = False,
     never_finish: bool = False,
+    phases: Sequence[tuple[str, float]] | None = None,
+    polls: Sequence[int | float] | None = None,
+    work: int | None = None,
+    faults: tuple[FaultSpec, ...] = (),
     task_id: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> Task:
-    """Draw a task's timeline from the contract's lifecycle phases."""
-    phases = lifecycle.phases
-    durations = [rng.uniform(p.seconds.low, p.seconds.high) for p in phases]
-    polls: list[int | float] = [p.polls for p in phases]
-    if never_finish and phases:
-        durations[-1] = math.inf
-        polls[-1] = math.inf
-    if fail:
-        final = lifecycle.failure or lifecycle.terminal[-1]
+    """Draw a task's timeline from the contract's lifecycle phases, or take ``phases`` as given.
+
+    ``work`` is the index of the phase the task faults act on (default: the last): with
+    ``fail`` the task fails at the end of it (later phases are dropped), with ``never_finish``
+    it never ends. ``fail`` may be the failure's detail (a task_fail fault's argument).
+    Without a lifecycle (a synchronous call) the task ends ``succeeded`` or ``failed``.
+    """
+    if phases is None:
+        if lifecycle is None:
+            raise ValueError("a task without a lifecycle needs its phases")
+        phases = [(p.state, rng.uniform(p.seconds.low, p.seconds.high)) for p in lifecycle.phases]
+        polls = [p.polls for p in lifecycle.phases]
+    states = [state for state, _ in phases]
+    durations = [float(seconds) for _, seconds in phases]
+    needed: list[int | float] = list(polls) if polls is not None else [1] * len(phases)
+    at = (len(phases) - 1 if work is None else work) if phases else None
+    if fail is not False and at is not None:
+        del states[at + 1 :], durations[at + 1 :], needed[at + 1 :]
+    if never_finish and at is not None:
+        durations[at] = math.inf
+        needed[at] = math.inf
+    if lifecycle is not None:
+        terminal = lifecycle.terminal
+        success = lifecycle.success or terminal[0]
+        failure = lifecycle.failure or terminal[-1]
     else:
-        final = lifecycle.success or lifecycle.terminal[0]
+        terminal, success, failure = ("succeeded", "failed"), "succeeded", "failed"
     return Task(
         task_id or str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         now,
-        tuple(p.state for p in phases),
+        tuple(states),
         tuple(durations),
-        tuple(polls),
-        final,
-        lifecycle.terminal,
+        tuple(needed),
+        failure if fail is not False else success,
+        terminal,
         mode,
         data,
+        faults=faults,
+        failure=None if fail is False else ("" if fail is True else fail),
     )
 
 

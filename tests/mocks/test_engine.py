@@ -220,7 +220,7 @@ async def test_streamed_bodies_pass_through_the_journal_tap_and_truncate() -> No
     from imagegen_conformance.mocks import MockServer
     from imagegen_conformance.mocks.engine import MockRequest, MockResponse
 
-    server = MockServer("cloudsway", clock="manual")
+    server = MockServer("acedata", clock="manual")  # truncate does not apply to Cloudsway
     closed: list[bool] = []
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -233,16 +233,17 @@ async def test_streamed_bodies_pass_through_the_journal_tap_and_truncate() -> No
     async def streaming(request: MockRequest, call: object) -> MockResponse:
         return MockResponse.stream(chunks(), "text/event-stream")
 
-    server.provider.create = streaming  # type: ignore[method-assign]
-    path = "/v2/ai/e/images/generations"
+    server.provider.images = streaming  # type: ignore[method-assign]
+    path = "/flux/images"
     headers = {"Authorization": "Bearer k"}
-    whole = await server.request("POST", path, json={}, headers=headers)
+    valid = {"action": "generate", "prompt": "a fox"}
+    whole = await server.request("POST", path, json=valid, headers=headers)
     assert not isinstance(whole.body, bytes)
     assert [c async for c in whole.body] == [f"data: {i}\n\n".encode() for i in range(4)]
     entry = server.journal.entries()[-1]
     assert entry.complete and len(entry.events) == 4 and closed == [True]
 
-    cut = await server.request("POST", path, json={}, headers={**headers, "X-Mock-Fault": "truncate:2"})
+    cut = await server.request("POST", path, json=valid, headers={**headers, "X-Mock-Fault": "truncate:2"})
     assert not isinstance(cut.body, bytes)
     assert len([c async for c in cut.body]) == 2
     assert closed == [True, True]
