@@ -70,7 +70,7 @@ def body_kinds(contract: Contract) -> dict[str, str]:
     return out
 
 
-def read_json(provider: Any, request: MockRequest, operation: str) -> Body:
+def read_json(provider: Any, contract: Contract, request: MockRequest, operation: str) -> Body:
     """Parse, normalise (the provider's hook) and validate a JSON body against the contract."""
     body = Body(operation, "json")
     try:
@@ -80,7 +80,8 @@ def read_json(provider: Any, request: MockRequest, operation: str) -> Body:
         body.error = exc
         return body
     body.data = provider.normalise(operation, data)
-    validator = contracts.request_validator(provider.id, operation)
+    # The contract served (a provider subclass may serve another contract than its parent's).
+    validator = contracts.request_validator(contract.provider, operation)
     if validator is not None:
         body.issues = validator.issues(body.data)
     return body

@@ -497,7 +497,7 @@ class MockServer:
             return None
         if kind == "multipart":
             return await read_multipart(request, route.operation)
-        return read_json(self.provider, request, route.operation)
+        return read_json(self.provider, self.contract, request, route.operation)
 
     def _check_auth(self, request: MockRequest) -> MockResponse | None:
         auth = self.contract.behaviour.auth
