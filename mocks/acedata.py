@@ -100,6 +100,8 @@ class AceDataProvider(Provider):
             task = call.tasks.get(body["id"])
             if task is None:
                 return self.error(request, 404, "not_found", f"The task {body['id']} does not exist.")
+            if task.is_terminal(call.now):  # a finished task's record never changes again
+                return call.answer_once(task, lambda: MockResponse.json(self._record(task, call)))
             return MockResponse.json(self._record(task, call))
         found = [t for t in (call.tasks.get(i) for i in body.get("ids", [])) if t is not None]
         if "ids" not in body:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine import Body, Call, ImageSpec, MockRequest, MockResponse, Provider, route
+from .engine import Body, Call, ImageSpec, MockRequest, MockResponse, Provider, Task, route
 
 # Title-case reason per status for the openai-style envelope's "type" field.
 _OPENAI_TYPES = {
@@ -55,6 +55,11 @@ class CloudswayProvider(Provider):
         if task is None:
             return self.error(request, 404, "NOT_FOUND", f"task {task_id} does not exist")
         state = task.poll(call.now)
+        if state in task.terminal and self.contract.behaviour.retention.image_url is None:
+            return call.answer_once(task, lambda: self._status(call, task, state))
+        return self._status(call, task, state)
+
+    def _status(self, call: Call, task: Task, state: str) -> MockResponse:
         body: dict[str, Any] = {"status": state, "completed": state == "completed", "imageUrls": []}
         if state == "completed":
             body["imageUrls"] = [

@@ -114,6 +114,11 @@ class FalProvider(Provider):
         if self.server.lifecycle == "polls":
             self._poll_step(task, now)
         state = task.state(now)
+        if state == DONE:  # a completed request's status never changes again
+            return call.answer_once(task, lambda: self._status_answer(request, task, state, now))
+        return self._status_answer(request, task, state, now)
+
+    def _status_answer(self, request: MockRequest, task: Task, state: str, now: float) -> MockResponse:
         body = self._status_body(request, task, state, now, logs=_truthy(request.query.get("logs")))
         # [V] 202 while queued or running, 200 once completed.
         return MockResponse.json(body, 200 if state == DONE else 202, {"x-fal-request-id": task.id})

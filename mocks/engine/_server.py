@@ -6,7 +6,7 @@ import os
 import random
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from imagegen_conformance import contracts
@@ -40,6 +40,8 @@ ADMIN_PREFIX = "/__mock/"
 FAULT_HEADER = "X-Mock-Fault"
 SCENARIO_HEADER = "X-Mock-Scenario"
 LIFECYCLES = ("time", "polls")
+#: Finished tasks' answers kept by :meth:`Call.answer_once` (the oldest is dropped first).
+ANSWERS_KEPT = 4096
 #: Fault stages that travel with the task a request creates (to its links and deliveries).
 CARRIED = frozenset({"task", "link", "delivery"})
 
@@ -132,6 +134,31 @@ class Call:
             self.server.tasks.add(task)
         return task
 
+    def answer_once(self, task: Task, make: Callable[[], MockResponse]) -> MockResponse:
+        """A finished task's answer: made on its first poll, the same bytes on every poll after.
+
+        For answers that can no longer change (the task is terminal and its links do not expire
+        with the clock); the handler still counts the poll. Made afresh while a fault applies to
+        this request or travels with the task, so a fault always shows; forgotten on reset and
+        when the task is (its id is never reused). Drift applies on top, as to any answer.
+        """
+        if self.faults or task.faults:
+            return make()
+        request = self.request
+        key = (task.id, request.role, request.base_url, request.path, tuple(sorted(request.query.items())))
+        answers = self.server.answers
+        kept = answers.get(key)
+        if kept is None:
+            response = make()
+            if response.is_stream or response.action != "respond":
+                return response
+            kept = (response.status, tuple(response.headers.items()), bytes(response.body))  # type: ignore[arg-type]
+            if len(answers) >= ANSWERS_KEPT:
+                del answers[next(iter(answers))]  # the oldest
+            answers[key] = kept
+        status, headers, body = kept
+        return MockResponse(status, dict(headers), body)
+
     def link_times(self, task: Task | None = None) -> tuple[float, float | None]:
         """(issued, expires) for a link made now: see :meth:`MockServer.link_times`."""
         return self.server.link_times(task=task, faults=self.faults)
@@ -211,6 +238,8 @@ class MockServer:
             max_tasks=max_tasks or int(limits.get("max_tasks", 100_000)),
         )
         self.journal = Journal(journal_size)
+        #: (task id, role, base URL, path, query) -> (status, headers, body) of a finished task's answer.
+        self.answers: dict[tuple[Any, ...], tuple[int, tuple[tuple[str, str], ...], bytes]] = {}
         run_faults = [f if isinstance(f, FaultSpec) else FaultSpec.parse(f) for f in faults]
         self.check_faults(run_faults, "a run fault (--fault)")
         self.faults = FaultPlan(run_faults)
@@ -303,6 +332,7 @@ class MockServer:
     def reset(self) -> None:
         """Forget tasks, journal, run faults and rate-limit state; keep the configuration."""
         self.tasks.clear()
+        self.answers.clear()
         self.journal.clear()
         self.faults.clear()
         self.errors.clear()
