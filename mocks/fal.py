@@ -23,8 +23,10 @@ import math
 import re
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from imagegen_conformance.contracts import SchemaIssue
@@ -33,10 +35,10 @@ from .engine import (
     Body,
     Call,
     DeliveryPolicy,
-    FaultSpec,
     ImageSpec,
     MockRequest,
     MockResponse,
+    Pings,
     Provider,
     Task,
     dumps,
@@ -146,7 +148,7 @@ class FalProvider(Provider):
                 body = self._status_body(request, task, state, now, logs=False)
                 return MockResponse.json(body, 202, headers)
             return MockResponse.json({"detail": "Request is still in progress"}, 400, headers)
-        status, answer, extra = self._answer(task, request.base_url, call.faults)
+        status, answer, extra = self._answer(task, request.base_url, call)
         if status == 200 and self._result_expired(task, answer, now):
             return self._unknown(request)
         return MockResponse.json(answer, status, {**headers, **extra})
@@ -185,7 +187,7 @@ class FalProvider(Provider):
                     await self.server.clock.sleep(3600.0)
                 else:
                     await self.server.clock.sleep(max(end - self.server.clock.now(), 0.001))
-        status, body, extra = self._answer(task, request.base_url, call.faults)
+        status, body, extra = self._answer(task, request.base_url, call)
         return MockResponse.json(body, status, {"x-fal-request-id": task.id, **extra})
 
     # --- the provider's own answers ------------------------------------------------------
@@ -570,9 +572,7 @@ class FalProvider(Provider):
                               start + span, "ERROR" if failed else "INFO"))
         return lines
 
-    def _answer(
-        self, task: Task, base: str, faults: Iterable[FaultSpec] = ()
-    ) -> tuple[int, Any, dict[str, str]]:
+    def _answer(self, task: Task, base: str, call: Call | None = None) -> tuple[int, Any, dict[str, str]]:
         """What the result endpoint (or fal.run) answers for a finished request."""
         outcome = self._outcome(task)
         if outcome == "invalid":
@@ -585,9 +585,11 @@ class FalProvider(Provider):
         if outcome == "timeout":
             body = {"detail": "Request timed out", "error_type": "request_timeout"}
             return 504, body, {"X-Fal-Error-Type": "request_timeout", "X-Fal-Request-Timeout-Type": "user"}
-        return 200, self._output(task, base, faults), {}
+        return 200, self._output(task, base, call), {}
 
-    def _output(self, task: Task, base: str, faults: Iterable[FaultSpec]) -> dict[str, Any]:
+    def _output(self, task: Task, base: str, call: Call | None) -> dict[str, Any]:
+        """The output; its links carry the link faults of the request that made the task and of
+        ``call``, the one answered now (none for a webhook)."""
         inputs = task.data["inputs"]
         assert inputs is not None
         fmt = inputs["output_format"]
@@ -598,7 +600,7 @@ class FalProvider(Provider):
             if inputs["sync_mode"]:
                 url = f"data:{spec.content_type};base64," + base64.b64encode(render(spec)).decode()
             else:
-                url = self.server.image_url(spec, base, task=task, faults=faults)
+                url = self.server.image_url(spec, base, task=task, faults=call.faults if call else ())
             images.append({"url": url, "width": spec.width, "height": spec.height,
                            "content_type": spec.content_type})
         return {
@@ -626,7 +628,8 @@ class FalProvider(Provider):
     async def _events(self, request: MockRequest, task: Task, logs: bool) -> AsyncIterator[bytes]:
         """One event per state change, closing after COMPLETED ([V]/[V-3p] reference §3)."""
         clock = self.server.clock
-        ping = float(self.contract.behaviour.raw["stream"]["ping_seconds"])
+        # A ": ping" comment after each quiet ping_seconds (the grid restarts at every event).
+        pings = Pings(clock, float(self.contract.behaviour.raw["stream"]["ping_seconds"]))
         last: str | None = None
         while True:
             now = clock.now()
@@ -636,23 +639,32 @@ class FalProvider(Provider):
             if state != last:
                 yield sse_event(self._status_body(request, task, state, now, logs=logs))
                 last = state
+                pings.restart()
             if state == DONE:
                 return
             if self.server.lifecycle == "polls":
                 await asyncio.sleep(0.01)
                 continue
-            change = self._next_change(task, now)
-            await clock.sleep(min(max(change - now, 0.001), ping))
-            if change - now > ping:
-                yield sse_comment("ping")
+            # Until the timeline's next change (read again after each wait: a cancel ahead of
+            # this request moves it), or until the state changed some other way (a cancel).
+            waiting = pings.until(partial(self._next_change_after, task, now),
+                                  stop=partial(self._state_is_not, task, state))
+            async with aclosing(waiting):
+                async for _ in waiting:
+                    yield sse_comment("ping")
 
-    def _next_change(self, task: Task, now: float) -> float:
+    def _next_change_after(self, task: Task, floor: float) -> float:
+        """When the timeline next changes state (at least 1 ms after ``floor``)."""
+        now = self.server.clock.now()
         at = task.created_at
         for length in task.durations:
             at += length
             if at > now:
-                return at
-        return now
+                return max(at, floor + 0.001)
+        return max(now, floor + 0.001)
+
+    def _state_is_not(self, task: Task, state: str) -> bool:
+        return task.state(self.server.clock.now()) != state
 
     # --- webhooks ----------------------------------------------------------------------
 

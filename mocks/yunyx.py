@@ -9,8 +9,6 @@ Error bodies differ by status: objects for 400/429/500/503, bare JSON strings ot
 from __future__ import annotations
 
 import calendar
-import hashlib
-import hmac
 import json
 import math
 import time
@@ -95,8 +93,7 @@ class YunyxProvider(Provider):
         if any(n not in query for n in names):
             return _s3_error("AccessDenied", "Query-string authentication requires the X-Amz-* parameters.")
         date, expires = query["X-Amz-Date"], query["X-Amz-Expires"]
-        given = query["X-Amz-Signature"].encode(errors="surrogatepass")
-        if not hmac.compare_digest(given, self._signature(token, date, expires).encode()):
+        if not self.server.signer.matches(query["X-Amz-Signature"], self._signature(token, date, expires)):
             return _s3_error("SignatureDoesNotMatch",
                              "The request signature we calculated does not match the signature you provided.")
         try:
@@ -172,8 +169,7 @@ class YunyxProvider(Provider):
     # --- links -----------------------------------------------------------------------
 
     def _signature(self, token: str, date: str, expires: str) -> str:
-        payload = f"{token}\n{date}\n{expires}".encode(errors="surrogatepass")
-        return hmac.new(self.server.secret, payload, hashlib.sha256).hexdigest()
+        return self.server.signer.hex(f"{token}\n{date}\n{expires}")
 
     def _link(self, request: MockRequest, spec: ImageSpec, issued: float) -> str:
         """A presigned link valid ``retention.image_url`` seconds from ``issued`` (provider time)."""

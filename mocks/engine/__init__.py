@@ -17,6 +17,8 @@ from ._faults import FAULTS, STAGES, FaultError, FaultNotApplicable, FaultPlan, 
 from ._http import BodyError, MockRequest, MockResponse, dumps
 from ._images import FORMATS, ImageSpec, ImageTokenError, ImageTokens, render
 from ._journal import Exchange, Journal
+from ._links import LinkSigner
+from ._pings import Pings
 from ._provider import Provider, Route, provider_class, route
 from ._ratelimit import RateLimiter
 from ._redact import redact_exchange, redact_headers, redact_query, redact_text, redact_url
@@ -55,12 +57,14 @@ __all__ = [
     "ImageTokenError",
     "ImageTokens",
     "Journal",
+    "LinkSigner",
     "Listener",
     "ManualClock",
     "MemoryTaskStore",
     "MockRequest",
     "MockResponse",
     "MockServer",
+    "Pings",
     "PortInUse",
     "ProtocolLog",
     "Provider",

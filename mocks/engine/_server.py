@@ -29,6 +29,7 @@ from ._faults import (
 from ._http import MockRequest, MockResponse, dumps
 from ._images import ImageSpec, ImageTokenError, ImageTokens, render
 from ._journal import EVENT_LIMIT, Exchange, Journal, body_text
+from ._links import LinkSigner
 from ._provider import Provider, Route, provider_class
 from ._ratelimit import RateLimiter
 from ._redact import redact_headers, redact_query, redact_text
@@ -228,6 +229,7 @@ class MockServer:
         self.rng = random.Random(seed)
         self.secret = signing_key(signing_secret)
         self.images = ImageTokens(self.secret)
+        self.signer = LinkSigner(self.secret)  # a provider's own signed links (Dify, yunyx)
         self.api_keys = frozenset(api_keys)
         self.options = self._options(options or {})
         limits = behaviour.limits

@@ -261,6 +261,9 @@ def live_stream_frames() -> list[Any]:
     ]
 
 
+WAIT_NAME = "imagegen_conformance.mocks.dify:wait:"  # the run waits' task names (mocks/dify/_runs.py)
+
+
 async def test_client_disconnect_leaves_nothing_running(serve_mock: ServeMock) -> None:
     running = await serve_mock("dify", clock="scaled", time_scale=100, seed=1)
     prov = provider(running)
@@ -276,11 +279,11 @@ async def test_client_disconnect_leaves_nothing_running(serve_mock: ServeMock) -
     # The client hung up. The next ping (10 provider seconds, 0.1 s here) finds the socket gone.
     for _ in range(100):
         await asyncio.sleep(0.05)
-        mine = [t for t in asyncio.all_tasks() if t.get_name().startswith("mocks.dify")]
+        mine = [t for t in asyncio.all_tasks() if t.get_name().startswith(WAIT_NAME)]
         if prov.live_streams == 0 and not mine and not live_stream_frames():
             break
     assert prov.live_streams == 0
-    assert [t for t in asyncio.all_tasks() if t.get_name().startswith("mocks.dify")] == []
+    assert [t for t in asyncio.all_tasks() if t.get_name().startswith(WAIT_NAME)] == []
     assert live_stream_frames() == []
     exchange = running.server.journal.entries(0)[-1]
     assert exchange.operation == "runWorkflow" and exchange.complete

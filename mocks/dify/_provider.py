@@ -1,0 +1,288 @@
+"""Dify Workflow API (Service API): the routes, Dify's envelope and refusals, and uploads.
+
+Seed 004 (an image-generation workflow on a self-hosted Dify) and shared/reference/providers.md §5.
+How a run behaves over time is in ``_runs.py``; the workflow it runs in ``_workflow.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from imagegen_conformance.contracts import SchemaIssue
+
+from ..engine import Body, Call, MockRequest, MockResponse, render, route
+from ._runs import SSE_TYPE, DifyRuns, end_user
+
+__all__ = ["DifyProvider"]
+
+# [V] werkzeug's own description, sent when the body is not JSON.
+_BAD_JSON = "The browser (or proxy) sent a request that this server could not understand."
+
+
+class DifyProvider(DifyRuns):
+    """The Dify Service API of one workflow app: ``MockServer("dify")``."""
+
+    id = "dify"
+    image_prefix = None  # Dify serves its own signed /files/... routes
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server)
+        limits = self.contract.behaviour.limits
+        self._upload_budget = int(limits.get("upload_bytes_budget", 64 << 20))
+        self._uploads: OrderedDict[str, dict[str, Any]] = OrderedDict()  # upload id -> metadata
+        self._upload_bytes: OrderedDict[str, bytes] = OrderedDict()
+
+    # --- routes ----------------------------------------------------------------------
+
+    @route("POST", "/v1/workflows/run", operation="runWorkflow")
+    async def run(self, request: MockRequest, call: Call) -> MockResponse:
+        body = call.body  # checked by the engine with refuse() below
+        user = body["user"]
+        try:
+            inputs = self.workflow.validate_inputs(body["inputs"])
+        except ValueError as exc:
+            return self.error(request, 400, "invalid_param", str(exc))
+        streaming = body.get("response_mode") == "streaming"
+        task = self._new_run(call, inputs, user, streaming)
+        if streaming:
+            return MockResponse.stream(self._stream(request, task), SSE_TYPE)
+        return await self._blocking(request, task)
+
+    @route("POST", "/v1/workflows/tasks/{task_id}/stop", operation="stopWorkflowTask")
+    async def stop(self, request: MockRequest, call: Call) -> MockResponse:
+        # [V] always success, whoever asks and whatever the id; only streaming runs stop.
+        run_id = self._runs_by_task.get(request.params["task_id"])
+        task = call.tasks.get(run_id) if run_id else None
+        stoppable = task is not None and (
+            task.data["streaming"] or self.option("stop_blocking") == "true"
+        )
+        if task is not None and stoppable:
+            self._stop_run(task, call.now)
+        return MockResponse.json({"result": "success"})
+
+    @route("GET", "/v1/workflows/run/{workflow_run_id}", operation="getWorkflowRun")
+    async def run_detail(self, request: MockRequest, call: Call) -> MockResponse:
+        task = call.tasks.get(request.params["workflow_run_id"])
+        if task is None:
+            return self.error(request, 404, "not_found", "Workflow run not found.")
+        now = call.now
+        summary = self._summary(request, task, now)
+        return MockResponse.json({
+            "id": task.id,
+            "workflow_id": task.data["workflow"].id,
+            "status": summary["status"],
+            "inputs": json.dumps(task.data["inputs"]),  # [V] a JSON string, not an object
+            "outputs": summary["outputs"] or {},
+            "error": summary["error"],
+            "total_steps": summary["total_steps"],
+            "total_tokens": summary["total_tokens"],
+            "created_at": summary["created_at"],
+            "finished_at": summary["finished_at"],
+            "elapsed_time": summary["elapsed_time"],
+        })
+
+    @route("GET", "/v1/parameters", operation="getParameters")
+    async def parameters(self, request: MockRequest, call: Call) -> MockResponse:
+        wf = self.workflow
+        off = {"enabled": False}
+        return MockResponse.json({
+            "opening_statement": "",
+            "suggested_questions": [],
+            "suggested_questions_after_answer": off,
+            "speech_to_text": off,
+            "text_to_speech": {"enabled": False, "voice": "", "language": "", "autoPlay": "disabled"},
+            "retriever_resource": off,
+            "annotation_reply": off,
+            "more_like_this": off,
+            "sensitive_word_avoidance": off,
+            "user_input_form": list(wf.user_input_form),
+            "file_upload": dict(wf.file_upload),
+            "system_parameters": {
+                "file_size_limit": 15, "image_file_size_limit": 10, "audio_file_size_limit": 50,
+                "video_file_size_limit": 100, "workflow_file_upload_limit": 10,
+            },
+        })
+
+    @route("POST", "/v1/files/upload", operation="uploadFile")
+    async def upload(self, request: MockRequest, call: Call) -> MockResponse:
+        parts = call.parts  # read by the engine (aiohttp's multipart reader)
+        files = [p for p in parts if p.name == "file"]
+        if not files:
+            return self.error(request, 400, "no_file_uploaded")
+        if len(files) > 1:
+            return self.error(request, 400, "too_many_files")
+        filename, content_type, data = files[0].filename, files[0].content_type, files[0].data
+        if not filename:
+            return self.error(request, 400, "filename_not_exists_error")
+        user = next((p.text() for p in parts if p.name == "user"), "")
+        extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+        if not extension and content_type:  # no extension in the name: go by the part's type
+            extension = (mimetypes.guess_extension(content_type) or "").lstrip(".")
+        limits = self.contract.behaviour.limits
+        kind = next(
+            (k for k, exts in limits["upload_extensions"].items() if extension in exts), None
+        )
+        if kind is None:
+            return self.error(request, 415, "unsupported_file_type")
+        if len(data) > int(limits["upload_size_mb"][kind]) * 1024 * 1024:
+            return self.error(request, 413, "file_too_large")
+        file_id = str(uuid.UUID(int=call.rng.getrandbits(128), version=4))
+        mime = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
+        meta = {
+            "id": file_id,
+            "name": filename,
+            "size": len(data),
+            "extension": extension,
+            "mime_type": mime,
+            "created_by": end_user(user),
+            "created_at": int(call.now),
+            "preview_url": None,
+            "source_url": self._signed(request, f"/files/{file_id}/file-preview", file_id, call.now),
+            "original_url": None,
+            "user_id": None,
+            "tenant_id": self.workflow.tenant_id,
+            "conversation_id": None,
+            "file_key": f"upload_files/{self.workflow.tenant_id}/{file_id}.{extension}",
+        }
+        self._remember_upload(file_id, meta, data)
+        return MockResponse.json(meta, 201)
+
+    @route("GET", "/files/tools/{file_id}.{ext}", operation="getToolFile", auth=False)
+    @route("HEAD", "/files/tools/{file_id}.{ext}", operation="getToolFile", auth=False)
+    async def tool_file(self, request: MockRequest, call: Call) -> MockResponse:
+        denied = self._verify(request, request.params["file_id"], call.now)  # a 403 comes first
+        spec = self._files.get(request.params["file_id"])
+        if denied is not None or spec is None or spec.extension != "." + request.params["ext"]:
+            return denied or self.error(request, 404, "not_found", "file is not found")
+        body = b"" if request.method == "HEAD" else render(spec)
+        return MockResponse.raw(body, 200, spec.content_type)
+
+    @route("GET", "/files/{file_id}/file-preview", operation="getUploadFilePreview", auth=False)
+    async def upload_preview(self, request: MockRequest, call: Call) -> MockResponse:
+        file_id = request.params["file_id"]
+        meta, data = self._uploads.get(file_id), self._upload_bytes.get(file_id)
+        denied = self._verify(request, file_id, call.now)
+        if denied is not None or meta is None or data is None:
+            return denied or self.error(request, 404, "not_found", "file is not found")
+        headers = {}
+        if request.query.get("as_attachment") == "true":
+            headers["Content-Disposition"] = f'attachment; filename="{meta["name"]}"'
+        return MockResponse.raw(data, 200, meta["mime_type"], headers)
+
+    # --- the provider's own answers ------------------------------------------------------
+
+    def error(
+        self, request: MockRequest, status: int, code: str | int | None = None,
+        message: str | None = None, headers: dict[str, str] | None = None,
+    ) -> MockResponse:
+        """``{"code", "message", "status"}`` [V]; a known code brings its own message."""
+        spec = self.error_spec(status)
+        if code is None:
+            code = spec.code
+        if message is None:
+            known = self._codes.get(str(code))
+            message = str(known["message"]) if known else spec.message
+        return MockResponse.json({"code": code, "message": message, "status": status}, status, headers)
+
+    def auth_error(self, request: MockRequest, reason: str) -> MockResponse:
+        messages = {  # [V] wraps.py, except "invalid" [I]
+            "missing": "Authorization header must be provided and start with 'Bearer'",
+            "scheme": "Authorization scheme must be 'Bearer'",
+            "invalid": "Access token is invalid",
+        }
+        return self.error(request, 401, "unauthorized", messages[reason])
+
+    def not_found(self, request: MockRequest) -> MockResponse:
+        return self.error(request, 404, "not_found", self.error_spec(404).message)
+
+    def method_not_allowed(self, request: MockRequest, allowed: list[str]) -> MockResponse:
+        """[I] werkzeug routes before the view authenticates: a known path asked with another
+        method is MethodNotAllowed (405, with Allow), in Dify's {code, message, status} envelope."""
+        methods = set(allowed) | {"OPTIONS"}  # Flask answers OPTIONS itself
+        if "GET" in methods:
+            methods.add("HEAD")
+        return self.error(request, 405, "method_not_allowed", self.error_spec(405).message,
+                          {"Allow": ", ".join(sorted(methods))})
+
+    def too_large(self, request: MockRequest, limit: int) -> MockResponse:
+        if request.path.endswith("/files/upload"):
+            return self.error(request, 413, "file_too_large")
+        # [V] werkzeug RequestEntityTooLarge, snake-cased as Dify's handler does
+        return self.error(
+            request, 413, "request_entity_too_large",
+            "The data value transmitted exceeds the capacity limit.",
+        )
+
+    def request_timeout(self, request: MockRequest) -> MockResponse:
+        # [I] werkzeug's RequestTimeout, snake-cased as Dify's handler does
+        return self.error(request, 408, "request_timeout",
+                          "The server closed the network connection because the browser didn't "
+                          "finish the request within the specified time.")
+
+    def overloaded(self, request: MockRequest) -> MockResponse:
+        return self.error(request, 503)
+
+    def link_lifetime(self) -> float | None:
+        """[V] FILES_ACCESS_TIMEOUT: signed file links are valid this long (option, default 300 s)."""
+        return float(self.option("files_access_timeout"))
+
+    def describe_task(self, task: Any) -> dict[str, Any]:
+        data = task.data
+        return {
+            "task_id": data["task_id"], "user": data["user"], "streaming": data["streaming"],
+            "nodes": len(task.durations), "fail": data["fail"],
+        }
+
+    def on_reset(self) -> None:
+        self._forget_runs()
+        self._uploads.clear()
+        self._upload_bytes.clear()
+
+    # --- bodies (parsed and checked by the engine) --------------------------------------
+
+    def refuse(self, request: MockRequest, body: Body) -> MockResponse | None:
+        """Dify's refusals, in its order: the body, then ``user``, then the run's fields."""
+        if body.operation == "uploadFile":
+            # [V] werkzeug parses a broken multipart body silently: no file was uploaded.
+            return None if body.error is None else self.error(request, 400, "no_file_uploaded")
+        if body.error is not None:
+            return self.error(request, 400, "bad_request", _BAD_JSON)
+        assert body.data is not None
+        user = body.data.get("user")
+        if not isinstance(user, str) or not user:
+            return self.error(request, 400, "invalid_param", "Arg user must be provided.")  # [V]
+        if body.operation == "runWorkflow":
+            problem = self._check_run_body(body.data, body.issues)
+            if problem is not None:
+                return self.error(request, 400, "invalid_param", problem)
+        return None
+
+    def _check_run_body(self, body: Mapping[str, Any], issues: list[SchemaIssue]) -> str | None:
+        """The first problem of a run request after ``user``, in words a client can act on."""
+        if not isinstance(body.get("inputs"), dict):
+            return "inputs is required and must be an object"
+        mode = body.get("response_mode")
+        if mode is not None and mode not in ("blocking", "streaming"):
+            return f"response_mode must be 'blocking' or 'streaming', got {mode!r}"
+        # inputs are checked against the running workflow's own form, in Dify's words, later.
+        issues = [i for i in issues if not i.path.startswith("$.inputs")]
+        if issues:
+            return f"{issues[0].path.removeprefix('$.')}: {issues[0].message}"
+        for item in body.get("files") or []:
+            if item["transfer_method"] == "local_file" and item.get("upload_file_id") not in self._uploads:
+                return "Invalid upload file"  # [I] Dify's file factory wording
+        return None
+
+    def _remember_upload(self, file_id: str, meta: dict[str, Any], data: bytes) -> None:
+        self._uploads[file_id] = meta
+        self._upload_bytes[file_id] = data
+        while len(self._uploads) > self._max_files:
+            old, _ = self._uploads.popitem(last=False)
+            self._upload_bytes.pop(old, None)
+        while sum(len(b) for b in self._upload_bytes.values()) > self._upload_budget:
+            self._upload_bytes.popitem(last=False)

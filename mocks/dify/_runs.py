@@ -1,0 +1,413 @@
+"""A Dify workflow run over time: its timeline, the blocking answer, the event stream, and the
+bodies they carry (run summary, node events, signed file links).
+
+A run is a :class:`~imagegen_conformance.mocks.engine.Task` timeline, one phase per executed
+node; nothing runs in the background. A blocking answer waits on the clock until the run ends
+(or the gateway cuts it); a stream sleeps on the clock between its events and pings every 10 s
+(the engine's :class:`Pings`). Output files are served under Dify's own HMAC-signed
+``/files/tools/{id}.png`` links (the engine's signer; their lifetime is ``link_lifetime()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
+from functools import partial
+from typing import Any
+
+from ..engine import Call, ImageSpec, MockRequest, MockResponse, Pings, Provider, Task, sse_event
+from ._workflow import Node, Workflow
+
+__all__ = ["PING", "SSE_TYPE", "DifyRuns", "end_user"]
+
+SSE_TYPE = "text/event-stream; charset=utf-8"  # [V] Flask appends the charset
+PING = b"event: ping\n\n"  # [V] the bare keep-alive line, no data
+_STREAM_ERROR = "Internal Server Error, please contact support."  # [I] generic error event text
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")  # a signed link's Unix time, ASCII digits only
+_CLOCK_SKEW = 60  # seconds a link's timestamp may lie ahead of the mock's clock
+
+
+class DifyRuns(Provider):
+    """The runs of a Dify workflow app; :class:`DifyProvider` adds the routes and the envelope."""
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server)
+        self.workflow = Workflow.load()
+        self._codes: dict[str, Any] = dict(self.contract.behaviour.raw.get("error_codes") or {})
+        self._max_files = int(self.contract.behaviour.limits.get("max_files", 10_000))
+        self._files: OrderedDict[str, ImageSpec] = OrderedDict()  # tool file id -> image
+        self._runs_by_task: OrderedDict[str, str] = OrderedDict()  # task_id -> workflow_run_id
+        # Futures of the blocking answers and streams now waiting on a run: stop wakes them.
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+
+    def use_workflow(self, workflow: Workflow | str | os.PathLike[str] | Mapping[str, Any]) -> None:
+        """Run another workflow from now on: a :class:`Workflow`, a file path, or a mapping."""
+        if isinstance(workflow, Workflow):
+            self.workflow = workflow
+        elif isinstance(workflow, Mapping):
+            self.workflow = Workflow.from_dict(workflow)
+        else:
+            self.workflow = Workflow.load(workflow)
+
+    @property
+    def live_streams(self) -> int:
+        """How many blocking answers or streams are waiting on a run right now."""
+        return sum(len(w) for w in self._waiters.values())
+
+    def _stop_run(self, task: Task, now: float) -> None:
+        """End a run ``stopped`` now; the answers waiting on it wake up and say so."""
+        if task.end("stopped", now):
+            for fut in self._waiters.get(task.id, ()):
+                fut.get_loop().call_soon_threadsafe(_wake, fut)
+
+    def _forget_runs(self) -> None:
+        self._files.clear()
+        self._runs_by_task.clear()
+
+    # --- runs ------------------------------------------------------------------------
+
+    def _new_run(self, call: Call, inputs: dict[str, Any], user: str, streaming: bool) -> Task:
+        rng, nodes = call.rng, self.workflow.nodes
+        durations = [rng.uniform(*n.seconds) for n in nodes]
+        # The faults act on the first working node: it fails, or it never finishes.
+        work = next((i for i, n in enumerate(nodes) if n.type not in ("start", "end")), len(nodes) - 1)
+        run_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        task_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        data: dict[str, Any] = {
+            "task_id": task_id,
+            "user": user,
+            "inputs": inputs,
+            "streaming": streaming,
+            "seed": rng.getrandbits(31),
+            "execution_ids": [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in nodes],
+            "files": {},
+            "workflow": self.workflow,  # the run keeps its workflow if another is loaded later
+        }
+        # Runs are time-driven whatever --lifecycle says: blocking answers and streams wait on them.
+        task = call.new_task(
+            data, task_id=run_id, phases=[("running", d) for d in durations], polls=[1] * len(nodes),
+            work=work, mode="time",
+        )
+        fail: str | None = None
+        if task.failure is not None:
+            kind, _, code = (task.failure or "node").partition(":")
+            fail = "error" if kind == "error" else "node"
+            data["error_code"] = code or "internal_server_error"
+        else:
+            data["error_code"] = "internal_server_error"
+        data["fail"], data["fail_at"] = fail, work if fail else None
+        for i, node in enumerate(nodes[: len(task.durations)]):
+            if node.images and not (fail and i == work):
+                data["files"][node.id] = self._draw(node, inputs, data["seed"], rng)
+        self._runs_by_task[task_id] = run_id
+        while len(self._runs_by_task) > int(self.contract.behaviour.limits.get("max_tasks", 100_000)):
+            self._runs_by_task.popitem(last=False)
+        return task
+
+    def _draw(self, node: Node, inputs: Mapping[str, Any], seed: int, rng: Any) -> list[str]:
+        spec = node.images or {}
+        prompt = json.dumps(inputs, sort_keys=True, ensure_ascii=False)
+        ids = []
+        for index in range(int(spec.get("count", 1))):
+            file_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            self._files[file_id] = ImageSpec.of(
+                int(spec.get("width", 512)), int(spec.get("height", 512)),
+                fmt=str(spec.get("format", "png")), prompt=prompt, seed=seed, index=index,
+            )
+            ids.append(file_id)
+        while len(self._files) > self._max_files:
+            self._files.popitem(last=False)
+        return ids
+
+    def _schedule(self, task: Task) -> list[tuple[Node, float, float]]:
+        """(node, started, finished) in provider time for each node the run executes."""
+        out, at = [], task.created_at
+        for node, length in zip(task.data["workflow"].nodes, task.durations, strict=False):
+            out.append((node, at, at + length))
+            at += length
+        return out
+
+    async def _blocking(self, request: MockRequest, task: Task) -> MockResponse:
+        clock = self.server.clock
+        limit = self.option("gateway_timeout")
+        cut = math.inf if limit == "off" else task.created_at + float(limit)
+        end = task.created_at + sum(task.durations)
+        while _status(task, clock.now()) == "running":
+            if clock.now() >= cut:
+                # [V] seed: Cloudflare gives up after 100 s; its answer is 524 [I] body.
+                return MockResponse.raw(b"error code: 524", 524, "text/plain; charset=UTF-8")
+            await self._wait_until(task, min(end, cut))
+        summary = self._summary(request, task, clock.now())
+        if task.data["fail"] == "error" and summary["status"] == "failed":
+            return self.error(
+                request, self._error_status(task), task.data["error_code"], self._error_text(task)
+            )
+        keys = ("id", "workflow_id", "status", "outputs", "error", "elapsed_time", "total_tokens",
+                "total_steps", "created_at", "finished_at")
+        return MockResponse.json({
+            "task_id": task.data["task_id"],
+            "workflow_run_id": task.id,
+            "data": {k: summary[k] for k in keys},
+        })
+
+    async def _stream(self, request: MockRequest, task: Task) -> AsyncIterator[bytes]:
+        """The run's events as the clock reaches them, with a ping every 10 s of quiet or not."""
+        interval = float(self.contract.behaviour.limits.get("ping_interval", 10))
+        pings = Pings(self.server.clock, interval, sleep=partial(self._wait_until, task))
+        top = {"task_id": task.data["task_id"], "workflow_run_id": task.id}
+
+        yield sse_event({"event": "workflow_started", **top, "data": {
+            "id": task.id, "workflow_id": task.data["workflow"].id, "inputs": task.data["inputs"],
+            "created_at": int(task.created_at), "reason": "initial",
+        }})
+        previous: str | None = None
+        for index, (node, started, finished) in enumerate(self._schedule(task)):
+            for when, phase in ((started, "start"), (finished, "finish")):
+                stopped = partial(self._stopped_before, task, when)
+                async with aclosing(pings.until(when, stop=stopped)) as waiting:  # unless stopped
+                    async for _ in waiting:
+                        yield PING
+                if stopped():
+                    if phase == "finish":
+                        yield self._node_event(request, task, index, node, previous, "stopped")
+                    yield self._finished_event(request, task, top)
+                    return
+                if phase == "finish" and task.data["fail"] == "error" and index == task.data["fail_at"]:
+                    code = task.data["error_code"]
+                    yield sse_event({"event": "error", "task_id": task.data["task_id"],
+                                     "message": self._error_text(task), "code": code,
+                                     "status": self._error_status(task)})
+                    return
+                status = "started" if phase == "start" else (
+                    "failed" if index == task.data["fail_at"] else "succeeded"
+                )
+                yield self._node_event(request, task, index, node, previous, status)
+            previous = node.id
+        yield self._finished_event(request, task, top)
+
+    async def _wait_until(self, task: Task, when: float) -> None:
+        """Sleep on the clock until ``when`` (provider time), or until the run is stopped."""
+        clock = self.server.clock
+        delay = min(when - clock.now(), 1e9)
+        if delay <= 0:
+            return
+        stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(task.id, set())
+        waiters.add(stop)
+        sleeper = asyncio.ensure_future(clock.sleep(delay))
+        sleeper.set_name(f"imagegen_conformance.mocks.dify:wait:{task.id}")
+        try:
+            await asyncio.wait({sleeper, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeper.cancel()
+            stop.cancel()
+            waiters.discard(stop)
+            if not waiters:
+                self._waiters.pop(task.id, None)
+
+    def _stopped_before(self, task: Task, when: float) -> bool:
+        """Whether the run was stopped before ``when`` (and the clock has seen it)."""
+        ended = task.ended
+        return ended is not None and ended[1] < when and ended[1] <= self.server.clock.now()
+
+    def _error_status(self, task: Task) -> int:
+        """HTTP status of the failure a ``task_fail:error:CODE`` fault injects."""
+        return int((self._codes.get(task.data["error_code"]) or {}).get("status", 500))
+
+    def _error_text(self, task: Task) -> str:
+        if self._error_status(task) >= 500:
+            return _STREAM_ERROR
+        return str(self._codes[task.data["error_code"]].get("message", ""))
+
+    # --- bodies ----------------------------------------------------------------------
+
+    def _node_outputs(self, request: MockRequest, task: Task, node: Node, now: float) -> dict[str, Any]:
+        data = task.data
+        if node.type == "start":
+            out: dict[str, Any] = dict(data["inputs"])
+            out.update({
+                "sys.files": [], "sys.user_id": data["user"],
+                "sys.app_id": self._app_id(data["workflow"]),
+                "sys.workflow_id": task.data["workflow"].id, "sys.workflow_run_id": task.id,
+            })
+        elif node.type == "end":
+            out = self._run_outputs(request, task, now)
+        else:
+            out = {"text": "", "files": [], "json": []} if node.images else {}
+            if node.id in data["files"]:
+                out["files"] = [self._file_var(request, task, fid, now) for fid in data["files"][node.id]]
+        out.update(node.outputs or {})
+        return out
+
+    def _run_outputs(self, request: MockRequest, task: Task, now: float) -> dict[str, Any]:
+        by_id = {n.id: n for n in task.data["workflow"].nodes}
+        out: dict[str, Any] = {}
+        for item in task.data["workflow"].outputs:
+            if "value_selector" in item:
+                node_id, var = (str(s) for s in item["value_selector"])
+                out[item["variable"]] = self._node_outputs(request, task, by_id[node_id], now).get(var)
+            else:
+                out[item["variable"]] = item["value"]
+        return out
+
+    def _summary(self, request: MockRequest, task: Task, now: float) -> dict[str, Any]:
+        """The run as the blocking answer and workflow_finished show it at ``now``."""
+        wf: Workflow = task.data["workflow"]
+        status = _status(task, now)
+        finished = task.finished_at(now)
+        until = finished if finished is not None else now
+        schedule = self._schedule(task)
+        done = [n for n, _, f in schedule if f <= until]
+        if status == "failed":
+            done = done[:-1]  # the failed node reports no usage
+        tokens = sum(n.tokens for n in done)
+        began = [n for n, s, _ in schedule if s <= until]
+        error = None
+        if status == "failed":
+            fail_node = wf.nodes[task.data["fail_at"]]
+            error = fail_node.error if task.data["fail"] == "node" else self._error_text(task)
+        elif status == "stopped":
+            error = "Stopped by user."  # [I] QueueStopEvent's reason for a manual stop
+        steps = len(began)
+        if status == "succeeded" and self.option("total_steps") == "seed" and wf.total_steps:
+            steps = wf.total_steps
+        return {
+            "id": task.id,
+            "workflow_id": wf.id,
+            "status": status,
+            "outputs": self._run_outputs(request, task, now) if status == "succeeded" else None,
+            "error": error,
+            "elapsed_time": until - task.created_at,
+            "total_tokens": tokens,
+            "total_steps": steps,
+            "created_at": int(task.created_at),
+            "finished_at": None if finished is None else int(finished),
+        }
+
+    def _node_event(
+        self, request: MockRequest, task: Task, index: int, node: Node, previous: str | None,
+        status: str,
+    ) -> bytes:
+        _, started, finished = self._schedule(task)[index]
+        data: dict[str, Any] = {
+            "id": task.data["execution_ids"][index],
+            "node_id": node.id,
+            "node_type": node.type,
+            "title": node.title,
+            "index": index + 1,
+            "predecessor_node_id": previous,
+            "inputs": None,
+            "inputs_truncated": False,
+            "created_at": int(started),
+            "extras": {},
+            "iteration_id": None,
+            "loop_id": None,
+        }
+        event = "node_started"
+        if status != "started":
+            event = "node_finished"
+            now = self.server.clock.now()
+            end = finished if status != "stopped" else min(now, finished)
+            outputs = self._node_outputs(request, task, node, now) if status == "succeeded" else None
+            inputs = dict(task.data["inputs"]) if node.type != "end" else outputs
+            files = [f for f in (outputs or {}).get("files") or [] if isinstance(f, dict)]
+            data.update({
+                "inputs": inputs,
+                "process_data": None,
+                "process_data_truncated": False,
+                "outputs": outputs,
+                "outputs_truncated": False,
+                "status": status,
+                "error": node.error if status == "failed" else (
+                    "Stopped by user." if status == "stopped" else None
+                ),
+                "elapsed_time": end - started,
+                "execution_metadata": {"total_tokens": node.tokens, "total_price": 0, "currency": "USD"}
+                if node.tokens and status == "succeeded" else None,
+                "finished_at": int(end),
+                "files": files,
+            })
+        return sse_event({"event": event, "task_id": task.data["task_id"],
+                          "workflow_run_id": task.id, "data": data})
+
+    def _finished_event(self, request: MockRequest, task: Task, top: Mapping[str, str]) -> bytes:
+        summary = self._summary(request, task, self.server.clock.now())
+        files = [f for v in (summary["outputs"] or {}).values() if isinstance(v, list)
+                 for f in v if isinstance(f, dict)]
+        return sse_event({"event": "workflow_finished", **top, "data": {
+            **summary,
+            "created_by": {"id": end_user(task.data["user"]), "user": task.data["user"]},
+            "exceptions_count": 0,
+            "files": files,
+        }})
+
+    def _file_var(self, request: MockRequest, task: Task, file_id: str, now: float) -> dict[str, Any]:
+        spec = self._files.get(file_id)
+        ext = spec.extension if spec else ".png"
+        signed_at, _ = self.server.link_times(task=task)  # the engine applies expired_url
+        return {  # [V] the seed's FileVar, key for key
+            "__variant": "FileVar",
+            "tenant_id": task.data["workflow"].tenant_id,
+            "type": "image",
+            "transfer_method": "tool_file",
+            "url": self._signed(request, f"/files/tools/{file_id}{ext}", file_id, signed_at),
+            "related_id": file_id,
+            "filename": "image",
+            "extension": ext,
+            "mime_type": spec.content_type if spec else "image/png",
+        }
+
+    # --- signed links ----------------------------------------------------------------
+
+    def _sign(self, file_id: str, timestamp: str, nonce: str) -> str:
+        # [V] core/tools/signature.py: HMAC-SHA256, urlsafe base64 with its "=" padding
+        return self.server.signer.urlsafe(f"file-preview|{file_id}|{timestamp}|{nonce}")
+
+    def _signed(self, request: MockRequest, path: str, file_id: str, at: float) -> str:
+        timestamp, nonce = str(int(at)), f"{self.server.rng.getrandbits(128):032x}"
+        query = f"?timestamp={timestamp}&nonce={nonce}&sign={self._sign(file_id, timestamp, nonce)}"
+        prefix = request.base_url if self.option("file_urls") == "absolute" else ""
+        return prefix + path + query
+
+    def _verify(self, request: MockRequest, file_id: str, now: float) -> MockResponse | None:
+        """Dify's 403 unless the link is signed by us and younger than its lifetime."""
+        q = request.query
+        timestamp, nonce, sign = q.get("timestamp", ""), q.get("nonce", ""), q.get("sign", "")
+        expected = self._sign(file_id, timestamp, nonce)
+        timeout = self.link_lifetime() or math.inf
+        # [V] Dify refuses a link older than FILES_ACCESS_TIMEOUT; the mock also refuses one
+        # signed in its future (it never signs one), so no link outlives the timeout.
+        # (str.isdigit() also takes "²": only ASCII digits, and few of them, are a timestamp.)
+        fresh = _TIMESTAMP.fullmatch(timestamp) is not None and (
+            -_CLOCK_SKEW <= now - int(timestamp) <= timeout)
+        if not self.server.signer.matches(sign, expected) or not fresh:
+            return self.error(request, 403, "forbidden", "Invalid request.")  # [V] a 403, [I] text
+        return None
+
+    @staticmethod
+    def _app_id(workflow: Workflow) -> str:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-app:{workflow.id}"))
+
+
+def end_user(user: str) -> str:
+    """Dify keeps one end-user record per app and ``user`` string: a stable id for it."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-end-user:{user}"))
+
+
+def _status(task: Task, now: float) -> str:
+    """The run's status at ``now``, from the same sums as its node schedule."""
+    if task.ended is not None and now >= task.ended[1]:
+        return task.ended[0]
+    return task.final if now >= task.created_at + sum(task.durations) else "running"
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

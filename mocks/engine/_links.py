@@ -1,0 +1,42 @@
+"""Signed links a provider serves itself (Dify's HMAC file links, yunyx's S3-style presigned
+ones): one HMAC-SHA256 signer with the server's secret (derived from ``--seed``), and one
+constant-time comparison. How long a link lives is :meth:`MockServer.link_times`'s business.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+__all__ = ["LinkSigner"]
+
+
+class LinkSigner:
+    """HMAC-SHA256 signatures over a link's fields.
+
+    >>> signer = LinkSigner(b"secret")
+    >>> signer.matches(signer.hex("a|b"), signer.hex("a|b"))
+    True
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def digest(self, message: str) -> bytes:
+        # surrogatepass: a client may send any query string, lone surrogates included
+        return hmac.new(self._secret, message.encode(errors="surrogatepass"), hashlib.sha256).digest()
+
+    def hex(self, message: str) -> str:
+        return self.digest(message).hex()
+
+    def urlsafe(self, message: str) -> str:
+        """URL-safe base64 with its ``=`` padding kept."""
+        return base64.urlsafe_b64encode(self.digest(message)).decode()
+
+    @staticmethod
+    def matches(given: str, expected: str) -> bool:
+        """Whether a signature a client sent is the expected one (constant time)."""
+        return bool(given) and hmac.compare_digest(
+            given.encode(errors="surrogatepass"), expected.encode(errors="surrogatepass")
+        )
