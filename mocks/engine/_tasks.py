@@ -184,9 +184,9 @@ def new_task(
     return Task(
         task_id or str(uuid.UUID(int=rng.getrandbits(128), version=4)),
         now,
-        tuple(states),
+        _shared(tuple(states)),
         tuple(durations),
-        tuple(needed),
+        _shared(tuple(needed)),
         failure if fail is not False else success,
         terminal,
         mode,
@@ -194,6 +194,17 @@ def new_task(
         faults=faults,
         failure=None if fail is False else ("" if fail is True else fail),
     )
+
+
+_SHARED: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+
+def _shared(value: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One tuple object for every task with the same states (or poll counts): a million tasks
+    of one lifecycle hold two tuples between them, not two million."""
+    if len(_SHARED) > 1024:  # phases passed by hand (Dify's nodes) vary more: never grow unbounded
+        _SHARED.clear()
+    return _SHARED.setdefault(value, value)
 
 
 class TaskStore(Protocol):
@@ -221,10 +232,9 @@ class MemoryTaskStore:
         self._retention = retention
         self._max = max_tasks
         self._tasks: dict[str, Task] = {}
-        # (earliest provider time it may expire, insertion number, id); stale entries (a task
-        # removed, or replaced under the same id) are skipped when they come up.
-        self._heap: list[tuple[float, int, str]] = []
-        self._added = 0
+        # (earliest provider time it may expire, id); stale entries (a task removed) are skipped
+        # when they come up.
+        self._heap: list[tuple[float, str]] = []
 
     def _expired(self, task: Task, now: float) -> bool:
         if self._retention is None:
@@ -247,8 +257,7 @@ class MemoryTaskStore:
         return (now if done is None else done) + self._retention
 
     def _push(self, task: Task, now: float) -> None:
-        self._added += 1
-        heapq.heappush(self._heap, (self._earliest_expiry(task, now), self._added, task.id))
+        heapq.heappush(self._heap, (self._earliest_expiry(task, now), task.id))
 
     def sweep(self, budget: int | None = None) -> int:
         """Forget the tasks that have expired; ``budget`` bounds how many are forgotten."""
@@ -258,7 +267,7 @@ class MemoryTaskStore:
         forgotten = 0
         heap = self._heap
         while heap and heap[0][0] < now and (budget is None or forgotten < budget):
-            _, _, task_id = heapq.heappop(heap)
+            _, task_id = heapq.heappop(heap)
             task = self._tasks.get(task_id)
             if task is None:
                 continue  # removed already
@@ -268,7 +277,7 @@ class MemoryTaskStore:
             else:
                 self._push(task, now)  # not finished yet: look again one retention from now
         if len(heap) > 2 * len(self._tasks) + 1024:  # many removed ids: rebuild once
-            self._heap = [e for e in heap if e[2] in self._tasks]
+            self._heap = [e for e in heap if e[1] in self._tasks]
             heapq.heapify(self._heap)
         return forgotten
 
