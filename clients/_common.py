@@ -11,13 +11,30 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-__all__ = ["ClientEnv", "ClientFailure", "Http", "cli_main", "download_images", "json_of"]
+__all__ = [
+    "ClientEnv", "ClientFailure", "Http", "cli_main", "download_images", "honours_time_scale", "json_of",
+]
 
 TRANSIENT = frozenset({500, 502, 503, 504})
+#: Provider seconds an answer may take: Dify's gateway cuts a blocking run after 100 s and
+#: AceData answers a synchronous request within its 600 s sync timeout.
+READ_TIMEOUT = 660.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def honours_time_scale(func: F) -> F:
+    """Mark a client callable that divides every wait by ``IMAGEGEN_TIME_SCALE``.
+
+    The harness then runs it in-process, in real time, told the scale (``--frame told``),
+    rather than in a child process in provider time: faster, with the same verdicts.
+    """
+    func.imagegen_honours_time_scale = True  # type: ignore[attr-defined]
+    return func
 
 
 class ClientFailure(Exception):
@@ -96,7 +113,8 @@ class Http:
         self.env = env
         self.attempts = attempts
         self.backoff = backoff
-        self.client = httpx.Client(headers=dict(headers or {}), timeout=30.0)
+        self.client = httpx.Client(headers=dict(headers or {}),
+                                   timeout=httpx.Timeout(READ_TIMEOUT, connect=30.0))
         self._rng = random.Random()
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._common import ClientEnv, ClientFailure, Http, cli_main, download_images
+from ._common import ClientEnv, ClientFailure, Http, cli_main, download_images, honours_time_scale
 
 FIRST_WAIT = 3.0  # [V] the official SDK polls every 3.0 s
 MAX_WAIT = 10.0
@@ -31,6 +31,7 @@ def _images(answer: Mapping[str, Any]) -> list[str]:
     return urls
 
 
+@honours_time_scale
 def run(environ: Mapping[str, str]) -> dict[str, Any]:
     """Generate the images ``IMAGEGEN_REQUEST`` asks for; raise :class:`ClientFailure` if not."""
     env = ClientEnv.read(environ)

@@ -13,12 +13,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._common import ClientEnv, ClientFailure, Http, cli_main, download_images
+from ._common import ClientEnv, ClientFailure, Http, cli_main, download_images, honours_time_scale
 
 FIRST_WAIT = 1.0  # provider seconds: schnell needs a few seconds, no need to ask at once
 MAX_WAIT = 5.0
 
 
+@honours_time_scale
 def run(environ: Mapping[str, str]) -> dict[str, Any]:
     """Generate the images ``IMAGEGEN_REQUEST`` asks for; raise :class:`ClientFailure` if not."""
     env = ClientEnv.read(environ)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._common import ClientEnv, ClientFailure, Http, cli_main, download_images, json_of
+from ._common import ClientEnv, ClientFailure, Http, cli_main, download_images, honours_time_scale, json_of
 
 FILE_KEYS = ("files",)
 
@@ -43,6 +43,7 @@ def _finished(base: str, data: Mapping[str, Any]) -> list[str]:
     return urls
 
 
+@honours_time_scale
 def run(environ: Mapping[str, str]) -> dict[str, Any]:
     """Run the workflow in ``IMAGEGEN_REQUEST``; raise :class:`ClientFailure` on failure."""
     env = ClientEnv.read(environ)

@@ -13,12 +13,13 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from ._common import ClientEnv, ClientFailure, Http, cli_main, download_images, json_of
+from ._common import ClientEnv, ClientFailure, Http, cli_main, download_images, honours_time_scale, json_of
 
 FIRST_WAIT = 0.5  # provider seconds; fal asks for no less than 0.1 s between polls
 MAX_WAIT = 5.0
 
 
+@honours_time_scale
 def run(environ: Mapping[str, str]) -> dict[str, Any]:
     """Generate the images ``IMAGEGEN_REQUEST`` asks for; raise :class:`ClientFailure` if not."""
     env = ClientEnv.read(environ)

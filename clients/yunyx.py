@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ._common import ClientEnv, ClientFailure, Http, cli_main, download_images, json_of
+from ._common import ClientEnv, ClientFailure, Http, cli_main, download_images, honours_time_scale, json_of
 
 
+@honours_time_scale
 def run(environ: Mapping[str, str]) -> dict[str, Any]:
     """Generate the images ``IMAGEGEN_REQUEST`` asks for; raise :class:`ClientFailure` if not."""
     env = ClientEnv.read(environ)

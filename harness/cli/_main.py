@@ -278,8 +278,9 @@ def check(provider: str, target: str | None, max_examples: int, api_key: str | N
               type=click.Choice(["info", "warning", "error", "critical"]),
               help="Exit 1 when a deviation at or above this severity is found.")
 @click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Provider time speed-up for mocks (default 100; scenarios may set their own). "
-                   "The client reads it from IMAGEGEN_TIME_SCALE.")
+              help="Provider time speed-up for every scenario, overriding each scenario's own. "
+                   "Default: per scenario, as fast as pacing can still be judged (x1000 for "
+                   "scenarios that end in giving up).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the mocks.")
 @click.option("--startup-slack", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Real seconds a client may spend starting up, beyond the scenario's deadline.")
@@ -295,6 +296,11 @@ def check(provider: str, target: str | None, max_examples: int, api_key: str | N
               show_default=True,
               help="socket: mocks on free ports (any client). respx: mocks in-process under the "
                    "provider's real hostnames (a module:function client using httpx).")
+@click.option("--frame", type=click.Choice(["virtual", "told"]), default="virtual", show_default=True,
+              help="virtual: the client's clocks, sleeps and timeouts run in provider time "
+                   "(libfaketime; a module:function client runs as a child process). told: it "
+                   "runs in real time, in-process for callables, and must divide its waits by "
+                   "IMAGEGEN_TIME_SCALE.")
 @contracts_option
 def run(**kwargs: Any) -> None:
     """Run a client against the provider's scenarios and report every deviation.
@@ -310,7 +316,13 @@ def run(**kwargs: Any) -> None:
       imagegen-conformance run -p cloudsway --client "node my-client.js" --report junit --out r.xml
       imagegen-conformance run -p cloudsway -c mypkg.client:generate -s happy-path --report html --out r.html
 
-    Exit status: 0 nothing at or above --fail-on, 1 deviations, 2 usage error.
+    \b
+    The client runs in provider time: its clock starts at the mock's "now" and runs as fast as
+    the mock's, so a real-second sleep is a provider second (IMAGEGEN_TIME_SCALE is then 1).
+    Where that cannot be done (a static or Go binary), timing checks are "not judged".
+
+    Exit status: 0 nothing at or above --fail-on, 1 deviations, 2 usage error, 3 the --target
+    URL is unreachable.
     """
     from ._run_cmd import RunConfig, UsageError, execute_run
 

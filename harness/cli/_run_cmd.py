@@ -43,6 +43,7 @@ class RunConfig:
     tls: bool = False
     api_key: str | None = None
     transport: str = "socket"
+    frame: str = "virtual"
 
 
 def _options(config: RunConfig) -> RunOptions:
@@ -88,7 +89,7 @@ def _options(config: RunConfig) -> RunOptions:
         provider=provider, client=client, scenarios=list(config.scenarios) or None,
         target=config.target, time_scale=config.time_scale, seed=config.seed, fail_on=fail_on,
         startup_slack=config.startup_slack, extra_env=dict(config.env), tls=config.tls,
-        api_key=config.api_key, transport=config.transport,
+        api_key=config.api_key, transport=config.transport, frame=config.frame,
     )
 
 
@@ -122,8 +123,9 @@ def execute_run(config: RunConfig, console: Console | None = None) -> int:
             mark = "[green]passed[/green]" if result.passed(options.fail_on) else "[red]FAILED[/red]"
             if result.skipped:
                 mark = "[dim]skipped[/dim]"
+            judged = f", {len(result.not_judged)} not judged" if result.not_judged else ""
             err.print(f"  {scenario}: {mark} ({len(result.exchanges)} exchanges, "
-                      f"{len(result.deviations)} deviations)", highlight=False)
+                      f"{len(result.deviations)} deviations{judged})", highlight=False)
 
     options.on_progress = progress
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from imagegen_conformance.mocks.engine import Exchange, redact_exchange
 
-from ..rules import ClientResult
+from ..rules import ClientResult, Frame, NotJudged
 from ..rules._deviation import Deviation, Severity
 from ..rules._rules import RuleInfo, rule_catalogue
 
@@ -35,6 +35,8 @@ class ScenarioResult:
     seconds: float = 0.0  # wall-clock
     skipped: str | None = None  # why the scenario did not run
     base_url: str | None = None
+    frame: Frame | None = None  # the time frame the client ran in
+    not_judged: list[NotJudged] = field(default_factory=list)  # checks set aside, with the reason
 
     def worst(self) -> Severity | None:
         return max((d.severity for d in self.deviations), default=None)
@@ -52,8 +54,10 @@ class ScenarioResult:
             "expect": self.expect,
             "skipped": self.skipped,
             "time_scale": self.time_scale,
+            "frame": self.frame.to_dict() if self.frame else None,
             "seconds": round(self.seconds, 3),
             "rules": self.rules,
+            "not_judged": [n.to_dict() for n in self.not_judged],
             "result": self.result.to_dict() if self.result else None,
             "deviations": [d.to_dict() for d in self.deviations],
             "exchanges": [redact_exchange(e).to_dict() for e in self.exchanges],
@@ -72,6 +76,10 @@ class Report:
     results: list[ScenarioResult] = field(default_factory=list)
     started_at: float = field(default_factory=time.time)
     finished_at: float | None = None
+    target_error: str | None = None  # --target did not answer: the target's failure
+
+    #: Exit status when the target cannot be reached (as ``probe`` uses for "unreachable").
+    UNREACHABLE = 3
 
     @property
     def deviations(self) -> list[Deviation]:
@@ -82,10 +90,17 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not self.failing()
+        return not self.failing() and self.target_error is None
+
+    @property
+    def not_judged(self) -> list[NotJudged]:
+        return [n for r in self.results for n in r.not_judged]
 
     @property
     def exit_code(self) -> int:
+        """0 clean, 1 deviations at or above ``fail_on``, 3 the target is unreachable."""
+        if self.target_error is not None:
+            return self.UNREACHABLE
         return 0 if self.ok else 1
 
     def catalogue(self) -> dict[str, RuleInfo]:
@@ -102,6 +117,7 @@ class Report:
             "target": self.target,
             "fail_on": self.fail_on.label,
             "ok": self.ok,
+            "target_error": self.target_error,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "summary": {
@@ -110,6 +126,7 @@ class Report:
                 "failed": sum(1 for r in self.results if not r.passed(self.fail_on)),
                 "skipped": sum(1 for r in self.results if r.skipped),
                 "deviations": counts,
+                "not_judged": len(self.not_judged),
             },
             "rules": {
                 i.id: {"severity": i.severity.label, "side": i.side.value, "summary": i.summary,

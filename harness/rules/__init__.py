@@ -13,7 +13,7 @@ from ._exchanges import (
     stream_events,
 )
 from ._profile import OperationProfile, Profile, Selector, json_path, operation_for, profile
-from ._results import ClientResult, ImageResult
+from ._results import ClientResult, Frame, ImageResult, NotJudged
 from ._rules import RULES, ClientOutcome, RuleContext, RuleInfo, check_rules, rule_catalogue
 from ._targets import LiveTarget, live_target
 from ._validate import validate_all, validate_exchange
@@ -23,8 +23,10 @@ __all__ = [
     "ClientOutcome",
     "ClientResult",
     "Deviation",
+    "Frame",
     "ImageResult",
     "LiveTarget",
+    "NotJudged",
     "OperationProfile",
     "Profile",
     "RecordingTransport",

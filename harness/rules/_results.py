@@ -8,7 +8,7 @@ from typing import Any
 
 from imagegen_conformance.mocks.engine import redact_text
 
-__all__ = ["ClientResult", "ImageResult"]
+__all__ = ["ClientResult", "Frame", "ImageResult", "NotJudged"]
 
 
 @dataclass
@@ -46,6 +46,8 @@ class ClientResult:
     started_at: float = 0.0
     ended_at: float = 0.0
     images: list[ImageResult] = field(default_factory=list)
+    #: why the client's clock could not be trusted, found while it ran (None: nothing found)
+    clock_problem: str | None = None
 
     @property
     def raw_images(self) -> list[Any]:
@@ -68,4 +70,47 @@ class ClientResult:
             "stderr": redact_text(self.stderr),
             "seconds": round(self.ended_at - self.started_at, 3),
             "images": [i.to_dict() for i in self.images],
+            "clock_problem": self.clock_problem,
         }
+
+
+@dataclass(frozen=True)
+class Frame:
+    """The time frame a client ran in.
+
+    ``kind``: ``faketime`` (its clocks, sleeps and timeouts ran in provider time, through
+    libfaketime), ``told`` (it ran in real time and was told the scale in
+    ``IMAGEGEN_TIME_SCALE``: in-process callables), ``real`` (scale 1: nothing to virtualize)
+    or ``none`` (the frame could not be applied). ``virtualized`` is False when timing checks
+    cannot be trusted; ``reason`` says why.
+    """
+
+    kind: str
+    scale: float
+    virtualized: bool = True
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "scale": self.scale, "virtualized": self.virtualized,
+                "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class NotJudged:
+    """A check the harness could not judge fairly in this run, and why (never a deviation).
+
+    ``withheld`` counts the deviations it would have reported: they are not evidence, since
+    the client's clock was not the provider's.
+    """
+
+    rule: str
+    reason: str
+    withheld: int = 0
+    scenario: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "reason": self.reason, "withheld": self.withheld,
+                "scenario": self.scenario}
+
+    def __str__(self) -> str:
+        return f"{self.rule}: not judged: {self.reason}"

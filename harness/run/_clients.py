@@ -75,15 +75,22 @@ def _parse_output(stdout: str) -> Any:
 class CommandClient:
     """A client that is a command line, run with the harness's variables added to the environment."""
 
-    def __init__(self, command: str, *, cwd: str | None = None) -> None:
-        self.command = command
-        self.name = command
-        self.argv = shlex.split(command)
+    def __init__(self, command: str | list[str], *, cwd: str | None = None, name: str | None = None) -> None:
+        self.argv = shlex.split(command) if isinstance(command, str) else list(command)
+        self.command = command if isinstance(command, str) else shlex.join(self.argv)
+        self.name = name or self.command
         self.cwd = cwd
         if not self.argv:
             raise ValueError("the client command is empty")
 
-    async def run(self, env: Mapping[str, str], timeout: float) -> ClientResult:
+    async def run(self, env: Mapping[str, str], timeout: float, *, watch: Path | None = None) -> ClientResult:
+        """Run the command, stopping it after ``timeout`` real seconds.
+
+        ``watch``: the libfaketime library the client was started under. While it runs the
+        harness checks that the library is really loaded and that no thread is stuck in a
+        timed wait libfaketime cannot scale (the client is stopped at once then, rather than
+        hang): either sets :attr:`ClientResult.clock_problem`.
+        """
         full_env = {**os.environ, **env}
         secrets = [env.get("IMAGEGEN_API_KEY", "")]
         started = time.time()
@@ -97,25 +104,60 @@ class CommandClient:
             return ClientResult(False, error=f"cannot start {self.argv[0]!r}: {exc}",
                                 started_at=started, ended_at=time.time())
         timed_out = False
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
-        except TimeoutError:
-            timed_out = True
+        problem: list[str] = []
+        communicate = asyncio.ensure_future(proc.communicate())
+        watcher = asyncio.ensure_future(_watch(proc.pid, watch, problem)) if watch else None
+        waiting = {communicate} if watcher is None else {communicate, watcher}
+        done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        stuck = watcher is not None and watcher in done and communicate not in done and bool(problem)
+        if communicate not in done:
+            timed_out = not stuck  # a stuck thread wait is the frame's failure, not a timeout
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            out, err = await proc.communicate()
+        out, err = await communicate
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await watcher
         ended = time.time()
         stdout = _redact(out.decode("utf-8", errors="replace"), secrets)
         stderr = _redact(err.decode("utf-8", errors="replace"), secrets)
         output = _parse_output(stdout)
         ok = proc.returncode == 0 and not timed_out
         error = None
-        if timed_out:
+        if stuck:
+            ok = False
+            error = f"the harness stopped the client: {problem[0]}"
+        elif timed_out:
             error = f"the client was still running after {timeout:.1f} s and was stopped"
         elif not ok:
             error = _error_text(output) or (stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
         return ClientResult(ok, proc.returncode, timed_out, output, error, stdout, stderr,
-                            started, ended)
+                            started, ended, clock_problem=problem[0] if problem else None)
+
+
+async def _watch(pid: int, library: Path, problem: list[str]) -> None:
+    """Check the client's clock while it runs; return (ending the wait) on a problem."""
+    from ._frame import loaded_in, stuck_thread_wait
+
+    loaded = False
+    absent = 0
+    while True:
+        await asyncio.sleep(0.05)
+        if not loaded:
+            state = loaded_in(pid, library)
+            loaded = bool(state)
+            absent += state is False
+            if absent >= 3:  # checked after the loader had every chance to map it
+                problem.append(f"{library.name} was not loaded into the client (LD_PRELOAD "
+                               "ignored or cleared, or a setuid program)")
+                # Not stuck: let it run on; its timing just cannot be judged.
+                loaded = True
+                continue
+        stuck = stuck_thread_wait(pid)
+        if stuck is not None:
+            problem.append(stuck)
+            return
 
 
 def _error_text(output: Any) -> str | None:
@@ -144,9 +186,13 @@ class CallableClient:
                 raise ValueError(f"{module_name} has no callable {attr!r}")
             self.func: Callable[[Mapping[str, str]], Any] = func
             self.name = spec
+            self.spec: str | None = spec  # importable by name: it can run in a child process
         else:
             self.func = spec
             self.name = f"{spec.__module__}:{spec.__qualname__}"
+            self.spec = None
+        #: it divides its waits by IMAGEGEN_TIME_SCALE itself (clients._common.honours_time_scale)
+        self.honours_time_scale = bool(getattr(self.func, "imagegen_honours_time_scale", False))
 
     async def run(self, env: Mapping[str, str], timeout: float) -> ClientResult:
         secrets = [env.get("IMAGEGEN_API_KEY", "")]

@@ -15,10 +15,20 @@ from imagegen_conformance.contracts import Contract, Scenario
 from imagegen_conformance.mocks.engine import Exchange, redact_text
 
 from ..report import ScenarioResult
-from ..rules import ClientOutcome, ClientResult, Deviation, RuleContext, Severity, Side, check_rules
+from ..rules import (
+    ClientOutcome,
+    ClientResult,
+    Deviation,
+    Frame,
+    NotJudged,
+    RuleContext,
+    Severity,
+    Side,
+    check_rules,
+)
 from ..rules._exchanges import json_or_none
 from ..rules._profile import json_path, profile
-from ..rules._rules import OTHER_CHECKS, applicable_rules
+from ..rules._rules import OTHER_CHECKS, TOLERANCE, TRANSIENT, applicable_rules
 from ..rules._validate import DOWNLOAD, validate_all
 
 __all__ = [
@@ -26,6 +36,20 @@ __all__ = [
 ]
 
 OUTCOMES = ("success", "error", "gives_up")
+
+#: Checks that compare provider-time gaps or spans: they mean nothing when the client's clock
+#: is not the provider's.
+TIMING_CHECKS = ("client.poll-interval", "client.retry-after", "client.retries-transient",
+                 "client.downloads-before-expiry", "scenario.deadline")
+#: Real seconds of client CPU per request that the pacing checks must see through.
+CLIENT_OVERHEAD = 0.025
+
+
+def _timing(d: Deviation) -> bool:
+    """A deviation whose evidence is a provider-time gap (or the harness's real-time stop)."""
+    if d.rule == "scenario.deadline" or (d.path or "").startswith("timing."):
+        return True
+    return d.rule == "scenario.outcome" and d.actual == "still running"
 
 
 def canary_key() -> str:
@@ -162,12 +186,76 @@ async def probe_images(contract: Contract, exchanges: list[Exchange], http: http
             continue
 
 
+def _not_judged(
+    contract: Contract, scenario: Scenario, ctx: RuleContext, deviations: list[Deviation],
+    frame: Frame, applied: list[str],
+) -> tuple[list[Deviation], list[NotJudged]]:
+    """Set aside what this run cannot judge fairly, with the reason; keep the rest."""
+    if not frame.virtualized:
+        reason = frame.reason or "the client's clock is not virtualized"
+        checks = [r for r in TIMING_CHECKS if r in applied]
+        if scenario.expect.within_seconds is None and "scenario.deadline" in checks:
+            checks.remove("scenario.deadline")
+        if ctx.outcome is not None and ctx.outcome.timed_out:
+            checks.append("scenario.outcome")
+        withheld = [d for d in deviations if _timing(d)]
+        kept = [d for d in deviations if not _timing(d)]
+        notes = [NotJudged(rule, reason, sum(1 for d in withheld if d.rule == rule), scenario.id)
+                 for rule in dict.fromkeys(checks)]
+        return kept, notes
+    # In the frame, a gap shorter than the minimum is always real; but a passing verdict is
+    # only worth something when the client's own CPU per request cannot fill the gap.
+    notes = []
+    found = {d.rule for d in deviations}
+    resolution = CLIENT_OVERHEAD * frame.scale
+    for rule, threshold in _judged_gaps(contract, ctx).items():
+        if rule in applied and rule not in found and resolution >= threshold * TOLERANCE:
+            notes.append(NotJudged(
+                rule, f"at x{frame.scale:g}, {CLIENT_OVERHEAD * 1000:g} ms of the client's own CPU "
+                f"per request is {resolution:g} provider s, as long as the {threshold:g} s judged: "
+                f"run with --time-scale {max(1.0, round(0.9 * threshold / CLIENT_OVERHEAD, 1)):g} "
+                "to judge it", 0, scenario.id,
+            ))
+    return deviations, notes
+
+
+def _judged_gaps(contract: Contract, ctx: RuleContext) -> dict[str, float]:
+    """The shortest gap each timing rule had to judge in this run (only rules with evidence)."""
+    from ..rules._exchanges import header
+    from ..rules._rules import _retry_after
+
+    out: dict[str, float] = {}
+    polling = contract.behaviour.polling
+    if polling is not None and any(len(t.polls) > 1 for t in ctx.tasks().values()):
+        out["client.poll-interval"] = polling.min_interval
+    api = ctx.api
+    waits = [
+        w for i, e in enumerate(api[:-1]) if e.status in (429, 503)
+        for w in [_retry_after(header(e.response_headers, "Retry-After"), e.started_at)]
+        if w is not None and w > 0
+    ]
+    if waits:
+        out["client.retry-after"] = min(waits)
+    if any(e.status in TRANSIENT and not header(e.response_headers, "Retry-After") for e in api[:-1]):
+        backoff = ctx.profile.retry_backoff_min
+        if backoff is None:
+            backoff = polling.min_interval if polling else 0.0
+        if backoff > 0:
+            out["client.retries-transient"] = backoff
+    return out
+
+
 def evaluate(
     contract: Contract, scenario: Scenario, client: str, target: str, exchanges: list[Exchange],
     probes: list[Exchange], result: ClientResult, scale: float, base_url: str | None,
-    seconds: float,
+    seconds: float, frame: Frame | None = None,
 ) -> ScenarioResult:
-    """Validation + rules + the scenario's expectation over one run's evidence."""
+    """Validation + rules + the scenario's expectation over one run's evidence.
+
+    ``frame`` is the time frame the client ran in: where its clock was not the provider's,
+    timing checks are reported as not judged (with the reason) instead of as deviations.
+    """
+    frame = frame or Frame("told", scale)
     ctx = RuleContext(
         contract, exchanges,
         outcome=ClientOutcome(result.ok, len(result.raw_images), result.timed_out, result.ended_at),
@@ -195,11 +283,12 @@ def evaluate(
         for d in deviations
     ]
     rules = [i.id for i in OTHER_CHECKS] + [r.info.id for r in applicable_rules(contract, ctx)]
+    deviations, not_judged = _not_judged(contract, scenario, ctx, deviations, frame, rules)
     return ScenarioResult(
         provider=contract.provider, scenario=scenario.id, summary=scenario.summary, client=client,
         target=target, expect=dict(scenario.expect.raw), deviations=deviations,
         exchanges=exchanges, probes=probes, result=result, rules=rules, time_scale=scale,
-        seconds=seconds, base_url=base_url,
+        seconds=seconds, base_url=base_url, frame=frame, not_judged=not_judged,
     )
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -19,11 +19,26 @@ from imagegen_conformance.contracts import Contract, Scenario
 
 from ..proxy._proxy import ValidatingProxy
 from ..report import ScenarioResult
-from ..rules import ClientResult
-from ._clients import Client, inspect_images
+from ..rules import ClientResult, Frame
+from ._clients import CallableClient, Client, inspect_images
 from ._evaluate import build_env, canary_key, client_timeout, evaluate, probe_images
 
-__all__ = ["mock_health", "run_remote_scenario"]
+__all__ = ["TargetUnreachable", "mock_health", "run_remote_scenario"]
+
+RunClient = Callable[..., Awaitable[tuple[ClientResult, Frame]]]
+
+
+class TargetUnreachable(ConnectionError):
+    """``--target`` does not answer: the target's failure, not the client's (exit status 3)."""
+
+
+async def _reachable(http: httpx.AsyncClient, target: str) -> None:
+    try:
+        await http.get(target.rstrip("/") + "/", timeout=10.0)
+    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
+        raise TargetUnreachable(f"{target}: {type(exc).__name__}: {exc or 'no answer'}") from exc
+    except httpx.HTTPError:
+        return  # it answered something: reachable
 
 
 async def mock_health(http: httpx.AsyncClient, target: str) -> dict[str, Any] | None:
@@ -39,10 +54,13 @@ async def mock_health(http: httpx.AsyncClient, target: str) -> dict[str, Any] | 
 async def run_remote_scenario(
     contract: Contract, scenario: Scenario, client: Client, *, target: str, time_scale: float,
     startup_slack: float, api_key: str | None, extra_env: Mapping[str, str] | None,
+    frame: str = "virtual", run_client: RunClient | None = None,
 ) -> ScenarioResult:
+    """Raises :class:`TargetUnreachable` when nothing answers at ``target``."""
     key = api_key or canary_key()
     started = time.perf_counter()
     async with httpx.AsyncClient(timeout=10.0) as http:
+        await _reachable(http, target)
         health = await mock_health(http, target)
         if health is not None:
             if health.get("provider") != contract.provider:
@@ -70,7 +88,14 @@ async def run_remote_scenario(
                 env = build_env(contract, scenario, {roles[0]: proxy_url}, key, out_dir,
                                 time_scale, extra_env)
                 timeout = client_timeout(contract, scenario) / time_scale + startup_slack
-                result = await client.run(env, timeout)
+                if run_client is not None:
+                    now = await _provider_now(http, target) if health is not None else time.time()
+                    in_process = isinstance(client, CallableClient) and (
+                        not client.spec or client.honours_time_scale)
+                    result, clock = await run_client(client, env, timeout, time_scale, now, frame=frame,
+                                                     in_process=in_process)
+                else:
+                    result, clock = await client.run(env, timeout), Frame("told", time_scale)
                 exchanges = proxy.journal.entries()
                 last = proxy.journal.last_seq
                 result.images = await inspect_images(result, http)
@@ -79,7 +104,16 @@ async def run_remote_scenario(
         finally:
             await proxy.close()
     return evaluate(contract, scenario, client.name, target, exchanges, probes, result, time_scale,
-                    proxy_url, time.perf_counter() - started)
+                    proxy_url, time.perf_counter() - started, frame=clock)
+
+
+async def _provider_now(http: httpx.AsyncClient, target: str) -> float:
+    """The remote mock's provider "now" (its clock may run scaled or be set by hand)."""
+    try:
+        data = (await http.get(target.rstrip("/") + "/__mock/clock")).json()
+        return float(data["now"])
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return time.time()
 
 
 def _skipped(contract: Contract, scenario: Scenario, client: Client, target: str, why: str) -> ScenarioResult:

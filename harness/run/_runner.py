@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import ssl
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -17,16 +20,26 @@ from imagegen_conformance.contracts import Contract, Scenario
 from imagegen_conformance.mocks import MockServer, TLSMaterial, mock_router, start
 
 from ..report import Report, ScenarioResult
-from ..rules import Severity
-from ._clients import CallableClient, Client, inspect_images
+from ..rules import ClientResult, Frame, Severity
+from ._clients import CallableClient, Client, CommandClient, inspect_images
 from ._evaluate import build_env, canary_key, client_timeout, evaluate, probe_images
-from ._remote import run_remote_scenario
+from ._frame import FRAMES, NOT_VIRTUALIZED, FrameSession, frame_blocker, libfaketime_path
+from ._remote import TargetUnreachable, run_remote_scenario
 
-__all__ = ["DEFAULT_TIME_SCALE", "TRANSPORTS", "RunOptions", "run", "run_scenario"]
+__all__ = [
+    "DEFAULT_TIME_SCALE", "FRAMES", "TRANSPORTS", "RunOptions", "run", "run_in_frame", "run_scenario",
+    "scenario_scale",
+]
 
 DEFAULT_TIME_SCALE = 100.0
 TRANSPORTS = ("socket", "respx")
-GIVES_UP_SPEEDUP = 10.0
+#: Scenarios whose correct ending is giving up: a correct client waits minutes of provider time.
+GIVES_UP_SCALE = 1000.0
+#: Real CPU a client may spend per request (a bash script's curl costs ~25 ms) without hiding a
+#: pacing fault: the scale is chosen so that this much real time stays well below the shortest
+#: gap a timing check judges.
+CLIENT_OVERHEAD = 0.025
+_RATE_LIMIT = re.compile(r"^rate_limit(?::([0-9.]+))?")
 
 Progress = Callable[[str, str, ScenarioResult | None], None]
 
@@ -47,20 +60,108 @@ class RunOptions:
     extra_env: Mapping[str, str] = field(default_factory=dict)
     tls: bool = False  # serve mocks over HTTPS (a throwaway CA in SSL_CERT_FILE), for SDK clients
     transport: str = "socket"  # or "respx": in-process, under the provider's real hostnames
+    frame: str = "virtual"  # or "told": real time, the client divides its waits by IMAGEGEN_TIME_SCALE
     on_progress: Progress | None = None
+
+
+def timing_thresholds(contract: Contract, scenario: Scenario) -> list[float]:
+    """The provider-second gaps the timing checks judge in this scenario."""
+    out: list[float] = []
+    polling = contract.behaviour.polling
+    if polling is not None:
+        out.append(polling.min_interval)
+    for spec in scenario.faults:
+        match = _RATE_LIMIT.match(spec)
+        if match:
+            out.append(float(match.group(1) or 1.0))
+        elif spec.startswith(("http:5", "reset")):
+            from ..rules._profile import profile
+
+            backoff = profile(contract.provider).retry_backoff_min
+            out.append(backoff if backoff is not None else (polling.min_interval if polling else 1.0))
+    return [t for t in out if t > 0]
+
+
+def scenario_scale(contract: Contract, scenario: Scenario, requested: float | None = None) -> float:
+    """How much faster than real time a scenario runs.
+
+    ``requested`` (``--time-scale``) wins; then the scenario's own ``time_scale``; a scenario
+    whose correct ending is giving up runs at x1000 (a correct client waits minutes); any other
+    runs as fast as pacing allows: 25 ms of the client's real CPU per request (plus a 10 ms
+    sleep) must stay below 90 % of the shortest gap judged, so a tight loop is always seen.
+    """
+    if requested is not None:
+        return requested
+    if scenario.time_scale is not None:
+        return scenario.time_scale
+    if scenario.expect.outcome == "gives_up":
+        return GIVES_UP_SCALE
+    thresholds = timing_thresholds(contract, scenario)
+    if not thresholds:
+        return DEFAULT_TIME_SCALE
+    shortest = min(thresholds)
+    return max(1.0, min(DEFAULT_TIME_SCALE, round((0.9 * shortest - 0.01) / CLIENT_OVERHEAD, 1)))
+
+
+async def run_in_frame(
+    client: Client, env: dict[str, str], timeout: float, scale: float, provider_now: float,
+    *, frame: str = "virtual", in_process: bool = False,
+) -> tuple[ClientResult, Frame]:
+    """Run the client in provider time where it can be; say which frame it had.
+
+    A command, or a callable importable as ``module:function`` (started as a child process),
+    runs under libfaketime at ``scale`` from ``provider_now``, and is told a scale of 1. An
+    in-process callable (``in_process``: respx, or a function object) runs in real time and is
+    told the scale. ``frame="told"`` asks for the latter for every client.
+    """
+    if scale == 1.0:
+        env["IMAGEGEN_TIME_SCALE"] = "1.0"
+        return await client.run(env, timeout), Frame("real", 1.0)
+    command: CommandClient | None = None
+    if isinstance(client, CommandClient):
+        command = client
+    elif isinstance(client, CallableClient) and client.spec and not in_process:
+        command = CommandClient(
+            [sys.executable, "-m", "imagegen_conformance._child", client.spec],
+            name=client.name,
+        )
+    if frame == "told" or command is None:
+        env["IMAGEGEN_TIME_SCALE"] = repr(float(scale))
+        return await client.run(env, timeout), Frame("told", scale)
+    blocker = frame_blocker(command.argv, {**os.environ, **env})
+    library = None if blocker else libfaketime_path()
+    if blocker is None and library is None:
+        blocker = ("no libfaketime here (the PyPI package 'libfaketime' needs a C compiler to "
+                   "build it once, or install Debian's 'faketime'; Linux only)")
+    if blocker is not None or library is None:
+        env["IMAGEGEN_TIME_SCALE"] = repr(float(scale))
+        result = await command.run(env, timeout)
+        return result, Frame("none", scale, False, f"{NOT_VIRTUALIZED}: {blocker}")
+    with FrameSession(library, scale, provider_now) as frame_vars:
+        preload = " ".join(p for p in (frame_vars["LD_PRELOAD"], env.get("LD_PRELOAD")
+                                       or os.environ.get("LD_PRELOAD")) if p)
+        env.update(frame_vars, LD_PRELOAD=preload, IMAGEGEN_TIME_SCALE="1.0")
+        result = await command.run(env, timeout, watch=library)
+    if result.clock_problem:
+        return result, Frame("faketime", scale, False, f"{NOT_VIRTUALIZED}: {result.clock_problem}")
+    return result, Frame("faketime", scale)
 
 
 async def run_scenario(
     contract: Contract, scenario: Scenario, client: Client, *, target: str = "mock",
     time_scale: float | None = None, seed: int | None = 1, startup_slack: float = 10.0,
     api_key: str | None = None, extra_env: Mapping[str, str] | None = None, tls: bool = False,
-    transport: str = "socket",
+    transport: str = "socket", frame: str = "virtual",
 ) -> ScenarioResult:
     """Run one scenario: set the target up, run the client, validate and check its exchanges.
 
     ``transport="respx"`` serves the mock in-process under the provider's real hostnames
     (for Python callables whose httpx clients hard-code them); ``"socket"`` binds a port.
+    ``time_scale`` overrides the scale :func:`scenario_scale` would choose; ``frame`` is
+    ``virtual`` (the client runs in provider time) or ``told`` (see :func:`run_in_frame`).
     """
+    if frame not in FRAMES:
+        raise ValueError(f"unknown frame {frame!r}; valid: {', '.join(FRAMES)}")
     if transport not in TRANSPORTS:
         raise ValueError(f"unknown transport {transport!r}; valid: {', '.join(TRANSPORTS)}")
     if transport == "respx" and not isinstance(client, CallableClient):
@@ -69,11 +170,10 @@ async def run_scenario(
     if target != "mock":
         return await run_remote_scenario(
             contract, scenario, client, target=target, time_scale=time_scale or 1.0,
-            startup_slack=startup_slack, api_key=api_key, extra_env=extra_env,
+            startup_slack=startup_slack, api_key=api_key, extra_env=extra_env, frame=frame,
+            run_client=run_in_frame,
         )
-    scale = scenario.time_scale or time_scale or DEFAULT_TIME_SCALE
-    if scenario.time_scale is None and time_scale is None and scenario.expect.outcome == "gives_up":
-        scale *= GIVES_UP_SPEEDUP  # a correct client waits minutes of provider time here
+    scale = scenario_scale(contract, scenario, time_scale)
     key = api_key or canary_key()
     server = MockServer(
         contract.provider, clock="scaled", time_scale=scale, seed=seed,
@@ -95,7 +195,13 @@ async def run_scenario(
             images_dir.mkdir()
             env = build_env(contract, scenario, urls, key, str(images_dir), scale,
                             extra_env, ca_bundle=ca)
-            result = await client.run(env, client_timeout(contract, scenario) / scale + startup_slack)
+            result, clock = await run_in_frame(
+                client, env, client_timeout(contract, scenario) / scale + startup_slack, scale,
+                server.clock.now(), frame=frame,
+                in_process=transport == "respx" or (
+                    isinstance(client, CallableClient) and (not client.spec or client.honours_time_scale)
+                ),
+            )
             exchanges = server.journal.entries()
             last = server.journal.last_seq
             verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca) if ca else True
@@ -110,7 +216,7 @@ async def run_scenario(
                 await server.aclose()
     return evaluate(
         contract, scenario, client.name, "mock", exchanges, probes, result, scale,
-        urls[server.roles[0]], time.perf_counter() - started,
+        urls[server.roles[0]], time.perf_counter() - started, frame=clock,
     )
 
 
@@ -125,12 +231,28 @@ async def run(options: RunOptions) -> Report:
     for scenario in chosen:
         if options.on_progress:
             options.on_progress("start", scenario.id, None)
-        result = await run_scenario(
-            contract, scenario, options.client, target=options.target,
-            time_scale=options.time_scale, seed=options.seed, startup_slack=options.startup_slack,
-            api_key=options.api_key, extra_env=options.extra_env, tls=options.tls,
-            transport=options.transport,
-        )
+        if report.target_error is not None:
+            result = ScenarioResult(
+                provider=contract.provider, scenario=scenario.id, summary=scenario.summary,
+                client=options.client.name, target=options.target, expect=dict(scenario.expect.raw),
+                skipped=f"the target is unreachable: {report.target_error}",
+            )
+        else:
+            try:
+                result = await run_scenario(
+                    contract, scenario, options.client, target=options.target,
+                    time_scale=options.time_scale, seed=options.seed,
+                    startup_slack=options.startup_slack, api_key=options.api_key,
+                    extra_env=options.extra_env, tls=options.tls, transport=options.transport,
+                    frame=options.frame,
+                )
+            except TargetUnreachable as exc:
+                report.target_error = str(exc)
+                result = ScenarioResult(
+                    provider=contract.provider, scenario=scenario.id, summary=scenario.summary,
+                    client=options.client.name, target=options.target,
+                    expect=dict(scenario.expect.raw), skipped=f"the target is unreachable: {exc}",
+                )
         report.results.append(result)
         if options.on_progress:
             options.on_progress("done", scenario.id, result)
