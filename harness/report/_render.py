@@ -44,11 +44,16 @@ def render_junit(report: Report) -> str:
             time=f"{result.seconds:.3f}",
         )
         props = ET.SubElement(suite, "properties")
+        frame = result.frame
         for name, value in (("client", result.client), ("target", result.target),
-                            ("time_scale", str(result.time_scale)), ("summary", result.summary)):
+                            ("time_scale", str(result.time_scale)), ("summary", result.summary),
+                            ("frame", frame.kind if frame else "-")):
             ET.SubElement(props, "property", name=name, value=value)
+        if frame is not None and frame.reason:
+            ET.SubElement(props, "property", name="frame_reason", value=frame.reason)
+        unjudged = {n.rule: n for n in result.not_judged}
         s_tests = s_fail = s_skip = 0
-        rule_ids = list(dict.fromkeys([*result.rules, *(d.rule for d in result.deviations)]))
+        rule_ids = list(dict.fromkeys([*result.rules, *(d.rule for d in result.deviations), *unjudged]))
         for rule_id in rule_ids:
             s_tests += 1
             case = ET.SubElement(suite, "testcase", classname=f"{result.provider}.{result.scenario}",
@@ -58,6 +63,10 @@ def render_junit(report: Report) -> str:
                 ET.SubElement(case, "skipped", message=result.skipped)
                 continue
             found = [d for d in result.deviations if d.rule == rule_id]
+            if rule_id in unjudged and not found:
+                s_skip += 1
+                ET.SubElement(case, "skipped", message=f"not judged: {unjudged[rule_id].reason}")
+                continue
             bad = [d for d in found if d.severity >= report.fail_on]
             info = catalogue.get(rule_id)
             if bad:
@@ -123,9 +132,15 @@ def render_terminal(report: Report, console: Console) -> None:
         client = "-" if r.result is None else ("ok" if r.result.ok else (
             "timed out" if r.result.timed_out else "error"))
         devs = Text(", ".join(sorted({d.rule for d in r.deviations})) or "-")
+        if r.not_judged:
+            devs.append(f" ({len(r.not_judged)} not judged)", "yellow")
         table.add_row(r.scenario, status, client, str(len(r.exchanges)), devs)
     console.print(table)
+    if report.target_error:
+        console.print(Text(f"the target is unreachable: {report.target_error}", "bold red"))
     for r in report.results:
+        for n in r.not_judged:
+            console.print(Text(f"{r.scenario}: ", "bold") + Text(str(n), "yellow"))
         for d in r.deviations:
             console.print(Text(f"{r.scenario}: ", "bold") + Text(str(d), _STYLE[d.severity]))
             if d.expected is not None or d.actual is not None:
@@ -134,7 +149,9 @@ def render_terminal(report: Report, console: Console) -> None:
             if d.reproduce:
                 console.print(f"    reproduce: {d.reproduce}", markup=False, highlight=False)
     failing = report.failing()
-    if failing:
+    if report.target_error:
+        console.print(Text(f"exit {report.exit_code}: the target failed, not the client", "bold red"))
+    elif failing:
         console.print(Text(f"{len(failing)} deviation(s) at or above {report.fail_on.label}", "bold red"))
     else:
         below = len(report.deviations)
@@ -242,13 +259,24 @@ def _scenario_html(r: ScenarioResult, report: Report) -> str:
     )
     flagged = {s for d in r.deviations for s in d.exchanges}
     skipped = f"<p>Skipped: {_e(r.skipped)}</p>" if r.skipped else ""
+    unjudged = "".join(
+        f"<tr><td><code>{_e(n.rule)}</code></td><td>not judged: {_e(n.reason)}</td>"
+        f"<td>{n.withheld or ''}</td></tr>" for n in r.not_judged
+    )
+    if unjudged:
+        unjudged = ("<h3>Not judged</h3><table><tr><th>check</th><th>why</th>"
+                    f"<th>deviations withheld</th></tr>{unjudged}</table>")
+    frame = "" if r.frame is None else (
+        f" · clock frame {_e(r.frame.kind)}"
+        + ("" if r.frame.virtualized else f" (not virtualized: {_e(r.frame.reason or '')})")
+    )
     return (
         f"<section class='scenario {state}' id='{_e(r.scenario)}'>"
         f"<h2>{_e(r.scenario)} <span class='badge b-{state}'>{state}</span></h2>"
         f"<p>{_e(r.summary)}</p>{skipped}"
-        f"<p class='muted'>expect {_e(r.expect)} · time scale {r.time_scale:g} · "
+        f"<p class='muted'>expect {_e(r.expect)} · time scale {r.time_scale:g}{frame} · "
         f"{r.seconds:.2f} s wall</p><p>Client {_e(client)}</p>"
-        f"<div class='thumbs'>{thumbs}</div><h3>Deviations</h3>{dev_table}"
+        f"<div class='thumbs'>{thumbs}</div><h3>Deviations</h3>{dev_table}{unjudged}"
         f"<h3>Timeline</h3>{_timeline(r.exchanges, flagged)}</section>"
     )
 
@@ -261,7 +289,7 @@ def render_html(report: Report) -> str:
         f"<tr><td><a href='#{_e(r.scenario)}'>{_e(r.scenario)}</a></td>"
         f"<td>{'skipped' if r.skipped else ('passed' if r.passed(report.fail_on) else 'failed')}</td>"
         f"<td>{len(r.exchanges)}</td><td>{_e(', '.join(sorted({d.rule for d in r.deviations})) or '-')}"
-        f"</td></tr>"
+        f"{f' ({len(r.not_judged)} not judged)' if r.not_judged else ''}</td></tr>"
         for r in report.results
     )
     when = datetime.fromtimestamp(report.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -271,6 +299,8 @@ def render_html(report: Report) -> str:
         f"<h1>{_e(report.provider)} conformance <span class='badge b-{state}'>{state}</span></h1>"
         f"<p>Client <code>{_e(report.client)}</code> · target {_e(report.target)} · {when} · "
         f"fail on {report.fail_on.label}: {failing} failing deviation(s)</p>"
+        + (f"<p class='sev-error'>The target is unreachable: {_e(report.target_error)}</p>"
+           if report.target_error else "") +
         f"<table><tr><th>scenario</th><th>result</th><th>exchanges</th><th>deviations</th></tr>"
         f"{rows}</table>{''.join(_scenario_html(r, report) for r in report.results)}"
         f"{_checks_html(report)}</body></html>\n"

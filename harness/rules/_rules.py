@@ -214,12 +214,18 @@ class PollInterval(Rule):
     def check(self, ctx: RuleContext) -> list[Deviation]:
         polling = ctx.contract.behaviour.polling
         assert polling is not None
+        lifecycle = ctx.contract.behaviour.lifecycle
+        terminal = lifecycle.terminal if lifecycle is not None else ()
         out = []
         for trace in ctx.tasks().values():
             short: list[tuple[float, Exchange, Exchange]] = []
             for before, after in zip(trace.polls, trace.polls[1:], strict=False):
                 if not _ok(before.exchange):
                     continue  # a retry after an error answer is judged by the retry rules
+                if before.state in terminal:
+                    # Nothing is being waited for any more: a re-read after the end (fal-client
+                    # fetches the status once more, at once) is judged by client.stops-at-terminal.
+                    continue
                 gap = after.exchange.provider_time - before.exchange.provider_time
                 if gap < polling.min_interval * TOLERANCE:
                     short.append((gap, before.exchange, after.exchange))

@@ -111,7 +111,7 @@ class CommandClient:
         done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         stuck = watcher is not None and watcher in done and communicate not in done and bool(problem)
         if communicate not in done:
-            timed_out = not stuck  # a stuck thread wait is the frame's failure, not a timeout
+            timed_out = True  # (a stuck thread wait: the frame's failure; clock_problem says so)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
         out, err = await communicate

@@ -82,25 +82,43 @@ def timing_thresholds(contract: Contract, scenario: Scenario) -> list[float]:
     return [t for t in out if t > 0]
 
 
-def scenario_scale(contract: Contract, scenario: Scenario, requested: float | None = None) -> float:
+def machine_slowdown(sample: float = 0.01) -> float:
+    """How much longer than its CPU time a burst of work takes here now (1: an idle machine).
+
+    A client's per-request overhead grows the same way on a loaded machine, so the pacing
+    scale is divided by this: pacing stays judgeable under load, at the cost of slower waits.
+    """
+    wall, cpu = time.perf_counter(), time.thread_time()
+    while time.thread_time() - cpu < sample:
+        pass
+    return max(1.0, min(10.0, (time.perf_counter() - wall) / sample))
+
+
+def scenario_scale(
+    contract: Contract, scenario: Scenario, requested: float | None = None, *, slowdown: float = 1.0,
+) -> float:
     """How much faster than real time a scenario runs.
 
     ``requested`` (``--time-scale``) wins; then the scenario's own ``time_scale``; a scenario
     whose correct ending is giving up runs at x1000 (a correct client waits minutes); any other
     runs as fast as pacing allows: 25 ms of the client's real CPU per request (plus a 10 ms
     sleep) must stay below 90 % of the shortest gap judged, so a tight loop is always seen.
+    ``slowdown`` (:func:`machine_slowdown`) divides every chosen scale on a loaded machine,
+    where a client's overhead per request (and the margin of a deadline) grows the same way.
     """
     if requested is not None:
         return requested
+    slowdown = max(1.0, slowdown)
     if scenario.time_scale is not None:
-        return scenario.time_scale
+        return max(1.0, round(scenario.time_scale / slowdown, 1))
     if scenario.expect.outcome == "gives_up":
-        return GIVES_UP_SCALE
+        return max(1.0, round(GIVES_UP_SCALE / slowdown, 1))
     thresholds = timing_thresholds(contract, scenario)
     if not thresholds:
         return DEFAULT_TIME_SCALE
     shortest = min(thresholds)
-    return max(1.0, min(DEFAULT_TIME_SCALE, round((0.9 * shortest - 0.01) / CLIENT_OVERHEAD, 1)))
+    pacing = (0.9 * shortest - 0.01) / CLIENT_OVERHEAD / slowdown
+    return max(1.0, min(DEFAULT_TIME_SCALE, round(pacing, 1)))
 
 
 async def run_in_frame(
@@ -173,7 +191,7 @@ async def run_scenario(
             startup_slack=startup_slack, api_key=api_key, extra_env=extra_env, frame=frame,
             run_client=run_in_frame,
         )
-    scale = scenario_scale(contract, scenario, time_scale)
+    scale = scenario_scale(contract, scenario, time_scale, slowdown=machine_slowdown())
     key = api_key or canary_key()
     server = MockServer(
         contract.provider, clock="scaled", time_scale=scale, seed=seed,
