@@ -213,7 +213,7 @@ def _not_judged(
             notes.append(NotJudged(
                 rule, f"at x{frame.scale:g}, {CLIENT_OVERHEAD * 1000:g} ms of the client's own CPU "
                 f"per request is {resolution:g} provider s, as long as the {threshold:g} s judged: "
-                f"run with --time-scale {max(1.0, round(0.9 * threshold / CLIENT_OVERHEAD, 1)):g} "
+                f"run with --time-scale {max(1.0, round(0.7 * threshold / CLIENT_OVERHEAD, 1)):g} "
                 "to judge it", 0, scenario.id,
             ))
     return deviations, notes

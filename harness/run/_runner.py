@@ -39,6 +39,9 @@ GIVES_UP_SCALE = 1000.0
 #: pacing fault: the scale is chosen so that this much real time stays well below the shortest
 #: gap a timing check judges.
 CLIENT_OVERHEAD = 0.025
+#: The share of the shortest judged gap that the client's overhead may fill: the rest is margin
+#: for a machine whose load changes after :func:`machine_slowdown` measured it.
+PACING_SHARE = 0.7
 _RATE_LIMIT = re.compile(r"^rate_limit(?::([0-9.]+))?")
 
 Progress = Callable[[str, str, ScenarioResult | None], None]
@@ -88,10 +91,13 @@ def machine_slowdown(sample: float = 0.01) -> float:
     A client's per-request overhead grows the same way on a loaded machine, so the pacing
     scale is divided by this: pacing stays judgeable under load, at the cost of slower waits.
     """
-    wall, cpu = time.perf_counter(), time.thread_time()
-    while time.thread_time() - cpu < sample:
-        pass
-    return max(1.0, min(10.0, (time.perf_counter() - wall) / sample))
+    worst = 1.0
+    for _ in range(3):  # the worst of three: a client that gets less CPU than this is not seen
+        wall, cpu = time.perf_counter(), time.thread_time()
+        while time.thread_time() - cpu < sample:
+            pass
+        worst = max(worst, (time.perf_counter() - wall) / sample)
+    return min(10.0, worst)
 
 
 def scenario_scale(
@@ -102,7 +108,7 @@ def scenario_scale(
     ``requested`` (``--time-scale``) wins; then the scenario's own ``time_scale``; a scenario
     whose correct ending is giving up runs at x1000 (a correct client waits minutes); any other
     runs as fast as pacing allows: 25 ms of the client's real CPU per request (plus a 10 ms
-    sleep) must stay below 90 % of the shortest gap judged, so a tight loop is always seen.
+    sleep) must stay below 70 % of the shortest gap judged, so a tight loop is always seen.
     ``slowdown`` (:func:`machine_slowdown`) divides every chosen scale on a loaded machine,
     where a client's overhead per request (and the margin of a deadline) grows the same way.
     """
@@ -117,7 +123,7 @@ def scenario_scale(
     if not thresholds:
         return DEFAULT_TIME_SCALE
     shortest = min(thresholds)
-    pacing = (0.9 * shortest - 0.01) / CLIENT_OVERHEAD / slowdown
+    pacing = (PACING_SHARE * shortest - 0.01) / CLIENT_OVERHEAD / slowdown
     return max(1.0, min(DEFAULT_TIME_SCALE, round(pacing, 1)))
 
 
