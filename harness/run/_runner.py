@@ -42,6 +42,8 @@ CLIENT_OVERHEAD = 0.025
 #: The share of the shortest judged gap that the client's overhead may fill: the rest is margin
 #: for a machine whose load changes after :func:`machine_slowdown` measured it.
 PACING_SHARE = 0.7
+#: The most a loaded machine slows the chosen scales (beyond it, runs would only crawl).
+MAX_SLOWDOWN = 5.0
 _RATE_LIMIT = re.compile(r"^rate_limit(?::([0-9.]+))?")
 
 Progress = Callable[[str, str, ScenarioResult | None], None]
@@ -97,7 +99,7 @@ def machine_slowdown(sample: float = 0.01) -> float:
         while time.thread_time() - cpu < sample:
             pass
         worst = max(worst, (time.perf_counter() - wall) / sample)
-    return min(10.0, worst)
+    return min(MAX_SLOWDOWN, worst)
 
 
 def scenario_scale(

@@ -19,6 +19,9 @@ def test_every_provider_with_a_contract_has_a_reference_client() -> None:
     assert list(contracts.available()) == PROVIDERS
 
 
+# A whole catalogue: on a loaded machine the runner slows its clocks (pacing stays judgeable),
+# so this takes longer there than the suite's 60 s per test.
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_reference_client_passes_every_scenario(provider: str, tmp_path: Path) -> None:
     out = tmp_path / "report.json"
