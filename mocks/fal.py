@@ -17,13 +17,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import hashlib
 import heapq
 import itertools
 import math
 import re
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime
 from functools import partial
@@ -35,6 +36,7 @@ from .engine import (
     Body,
     Call,
     DeliveryPolicy,
+    Ed25519Signer,
     ImageSpec,
     MockRequest,
     MockResponse,
@@ -51,6 +53,7 @@ from .engine import (
 
 APP = "/fal-ai/flux-1"  # [V] status, result and cancel URLs use owner/app only, no "/dev"
 QUEUED, RUNNING, DONE = "IN_QUEUE", "IN_PROGRESS", "COMPLETED"
+CANCELLED = "Request cancelled by the client."  # [V] fal's RequestCancelledException message
 _INFRA_MESSAGES = {
     "request_timeout": "Request timed out",
     "startup_timeout": "Runner startup timed out",
@@ -93,6 +96,8 @@ class FalProvider(Provider):
         self._starts: list[tuple[float, int]] = []
         self._timeouts: list[Task] = []  # requests that will end by x-fal-request-timeout
         self._waiters: dict[str, asyncio.Task[Any]] = {}  # webhook jobs waiting for their request's end
+        # [V] webhooks are signed with ED25519; the public keys are published as a JWKS.
+        self.webhook_signer = Ed25519Signer(server.secret, "fal-webhook")
 
     # --- queue host --------------------------------------------------------------------
 
@@ -102,6 +107,8 @@ class FalProvider(Provider):
         inputs, problems = self._inputs(call.checked)
         webhook = request.query.get("fal_webhook")
         task = self._new_request(call, "queue", inputs, problems, webhook=webhook)
+        key = self.contract.behaviour.auth.key_of(request.headers.get("Authorization"))
+        task.data["user_id"] = _user_id(key)
         body = self._status_body(request, task, QUEUED, call.now, logs=False)
         if webhook:
             body["gateway_request_id"] = task.id  # [V] the docs show it with fal_webhook
@@ -170,6 +177,9 @@ class FalProvider(Provider):
             task.end(DONE, now)
             self._reschedule(now)
             self._on_done(task)
+        if state == QUEUED and self.option("cancel_queued") == "ok":
+            # [V] docs: "fal removed the request from the queue", status OK ([I] HTTP 200).
+            return MockResponse.json({"status": "OK"}, 200, headers)
         return MockResponse.json({"status": "CANCELLATION_REQUESTED"}, 202, headers)
 
     # --- sync host ---------------------------------------------------------------------
@@ -189,6 +199,24 @@ class FalProvider(Provider):
                     await self.server.clock.sleep(max(end - self.server.clock.now(), 0.001))
         status, body, extra = self._answer(task, request.base_url, call)
         return MockResponse.json(body, status, {"x-fal-request-id": task.id, **extra})
+
+    @route("POST", "/fal-ai/flux-1/dev/stream", operation="streamRun", role="run")
+    async def run_stream(self, request: MockRequest, call: Call) -> MockResponse:
+        """[V] fal.run/<app>/stream: text/event-stream of partial results, then the output."""
+        inputs, problems = self._inputs(call.checked)  # refuse() answered the invalid ones
+        task = self._new_request(call, "sync", inputs, problems)
+        return MockResponse.stream(
+            self._partials(request, task, call), "text/event-stream",
+            headers={"x-fal-request-id": task.id},
+        )
+
+    @route("GET", "/.well-known/jwks.json", operation="getWebhookJwks", role="queue", auth=False)
+    async def jwks(self, request: MockRequest, call: Call) -> MockResponse:
+        """The webhook signing keys ([V] fal publishes them at rest.alpha.fal.ai/.well-known/jwks.json)."""
+        # [I] padded `x`: fal's own Python example decodes it with base64.urlsafe_b64decode,
+        # which refuses unpadded input; option jwks_x=unpadded gives RFC 7515's form.
+        key = self.webhook_signer.jwk(padded=self.option("jwks_x") == "padded")
+        return MockResponse.json({"keys": [key]}, 200, {"Cache-Control": "public, max-age=86400"})
 
     # --- the provider's own answers ------------------------------------------------------
 
@@ -221,6 +249,10 @@ class FalProvider(Provider):
     def overloaded(self, request: MockRequest) -> MockResponse:
         return self.error(request, 503, "runner_scheduling_failure")
 
+    def anonymous_allowed(self, request: MockRequest, operation: str) -> bool:
+        # [V] docs: "Public models also accept requests without a key"; option auth=required.
+        return self.option("auth") == "optional" and super().anonymous_allowed(request, operation)
+
     def describe_task(self, task: Any) -> dict[str, Any]:
         data = task.data
         out: dict[str, Any] = {
@@ -252,8 +284,9 @@ class FalProvider(Provider):
         return self._coerce(data)
 
     def refuse(self, request: MockRequest, body: Body) -> MockResponse | None:
-        """Only fal.run refuses at once (422); the queue accepts any body and fails at the result."""
-        if body.operation != "runSync":
+        """Only fal.run (and its stream route) refuses at once (422); the queue accepts any body
+        and fails at the result."""
+        if body.operation not in ("runSync", "streamRun"):
             return None
         _, problems = self._inputs(body)
         if not problems:
@@ -543,7 +576,7 @@ class FalProvider(Provider):
             body["metrics"] = {"inference_time": round(task.data["run"], 4) if ran else None}
             if outcome in ("cancelled", "timeout"):
                 # [I] how a cancelled or timed-out request reads is undocumented.
-                body["error"] = "Request was cancelled" if outcome == "cancelled" else "Request timed out"
+                body["error"] = CANCELLED if outcome == "cancelled" else "Request timed out"
                 body["error_type"] = "request_cancelled" if outcome == "cancelled" else "request_timeout"
         return body
 
@@ -581,7 +614,10 @@ class FalProvider(Provider):
             detail = [{"loc": ["body"], "msg": "Image generation failed", "type": "runtime_error"}]  # [I]
             return 422, {"detail": detail}, {"X-Fal-Retryable": "false"}
         if outcome == "cancelled":
-            return 400, {"detail": "Request was cancelled"}, {}
+            # [V] a fal app answers a cancelled request 499 {"detail": "Request cancelled by the
+            # client."} (fal.App's RequestCancelledException handler) and the result is the
+            # app's answer; [I] a request removed from the queue reads the same.
+            return 499, {"detail": CANCELLED}, {}
         if outcome == "timeout":
             body = {"detail": "Request timed out", "error_type": "request_timeout"}
             return 504, body, {"X-Fal-Error-Type": "request_timeout", "X-Fal-Request-Timeout-Type": "user"}
@@ -626,45 +662,129 @@ class FalProvider(Provider):
     # --- status stream -----------------------------------------------------------------
 
     async def _events(self, request: MockRequest, task: Task, logs: bool) -> AsyncIterator[bytes]:
-        """One event per state change, closing after COMPLETED ([V]/[V-3p] reference §3)."""
+        """The status stream: an event when the status or queue position changes and, with
+        ``logs``, one as each log line appears, carrying only the new lines ([V] fal-js
+        appends every event's ``logs`` to what it has; [I] so events carry new lines only).
+        A comment line keeps a quiet stream alive ([V] docs: every 15 seconds)."""
         clock = self.server.clock
         # A ": ping" comment after each quiet ping_seconds (the grid restarts at every event).
         pings = Pings(clock, float(self.contract.behaviour.raw["stream"]["ping_seconds"]))
-        last: str | None = None
+        last: tuple[str, int | None] | None = None
+        sent = 0  # log lines already sent
         while True:
             now = clock.now()
             if self.server.lifecycle == "polls" and last is not None:
                 self._poll_step(task, now)  # with --lifecycle polls each event counts as a poll
             state = task.state(now)
-            if state != last:
-                yield sse_event(self._status_body(request, task, state, now, logs=logs))
-                last = state
+            body = self._status_body(request, task, state, now, logs=logs)
+            fresh: list[dict[str, Any]] = []
+            if logs:
+                fresh = body["logs"][sent:]
+                body["logs"] = fresh
+            key = (state, body.get("queue_position"))
+            if key != last or fresh:
+                yield sse_event(body)
+                last, sent = key, sent + len(fresh)
                 pings.restart()
             if state == DONE:
                 return
             if self.server.lifecycle == "polls":
                 await asyncio.sleep(0.01)
                 continue
-            # Until the timeline's next change (read again after each wait: a cancel ahead of
-            # this request moves it), or until the state changed some other way (a cancel).
-            waiting = pings.until(partial(self._next_change_after, task, now),
+            # Until the next state change, log line or start ahead (read again after each wait:
+            # a cancel ahead of this request moves them), or until the state changed some other
+            # way (a cancel).
+            waiting = pings.until(partial(self._next_event_after, task, now, sent if logs else None),
                                   stop=partial(self._state_is_not, task, state))
             async with aclosing(waiting):
                 async for _ in waiting:
                     yield sse_comment("ping")
 
-    def _next_change_after(self, task: Task, floor: float) -> float:
-        """When the timeline next changes state (at least 1 ms after ``floor``)."""
-        now = self.server.clock.now()
+    def _next_event_after(self, task: Task, floor: float, sent: int | None) -> float:
+        """When the stream next has something to say: a state change, the next log line (when
+        ``sent`` lines went out), or a start ahead in the queue (at least 1 ms after ``floor``)."""
+        at = min(self._next_change(task, floor), self._next_start_ahead(task, floor),
+                 math.inf if sent is None else self._next_line(task, floor, sent))
+        return max(at, floor + 0.001)
+
+    def _state_is_not(self, task: Task, state: str) -> bool:
+        return task.state(self.server.clock.now()) != state
+
+    def _next_change(self, task: Task, now: float) -> float:
         at = task.created_at
         for length in task.durations:
             at += length
             if at > now:
-                return max(at, floor + 0.001)
-        return max(now, floor + 0.001)
+                return at
+        return math.inf
 
-    def _state_is_not(self, task: Task, state: str) -> bool:
-        return task.state(self.server.clock.now()) != state
+    def _next_line(self, task: Task, now: float, sent: int) -> float:
+        """When the next "Step k/n" log line appears (the lines are timed by _logs)."""
+        inputs = task.data["inputs"]
+        if task.state(now) != RUNNING or inputs is None or math.isinf(task.data["run"]):
+            return math.inf
+        steps = max(int(inputs["num_inference_steps"]), 1)
+        k = sent  # line 0 is "Starting generation", line k is step k
+        if k > steps:
+            return math.inf
+        return task.created_at + task.durations[0] + float(task.data["run"]) * k / steps
+
+    def _next_start_ahead(self, task: Task, now: float) -> float:
+        """When the next request ahead of a queued one starts (its queue_position drops)."""
+        if task.state(now) != QUEUED or self.server.lifecycle != "time" or task.data["timed_out"]:
+            return math.inf
+        first = bisect.bisect_right(self._starts, (now, math.inf))
+        if first < len(self._starts) and self._starts[first][1] < task.data["seq"]:
+            return float(self._starts[first][0])
+        return math.inf
+
+    async def _partials(self, request: MockRequest, task: Task, call: Call) -> AsyncIterator[bytes]:
+        """fal.run's stream: partial results while the model runs, then its output, then the end.
+
+        [I] flux streams intermediate previews: each partial event has the output's shape with
+        small data-URI previews (option stream_events=progress sends the docs' example shape,
+        {"progress", "message"}). The last event is the output, or the model's error body.
+        """
+        clock = self.server.clock
+        ping = float(self.contract.behaviour.raw["stream"]["ping_seconds"])
+        count = int(self.contract.behaviour.raw["stream"]["partials"])
+        if self.server.lifecycle == "polls":
+            task.polls = int(sum(task.polls_needed))  # deterministic runs: everything at once
+        start = task.created_at + task.durations[0]
+        run = task.data["run"]
+        points = [] if math.isinf(run) else [start + run * k / (count + 1) for k in range(1, count + 1)]
+        quiet_since = clock.now()
+        for index, at in enumerate(points):
+            while self.server.lifecycle == "time" and clock.now() < at:
+                await clock.sleep(min(at, quiet_since + ping) - clock.now())
+                if clock.now() < at:
+                    yield sse_comment("ping")
+                    quiet_since = clock.now()
+            yield sse_event(self._partial(task, (index + 1) / (count + 1)))
+            quiet_since = clock.now()
+        while task.finished_at(clock.now()) is None:  # never_finish: pings until the client leaves
+            await clock.sleep(max(min(self._end_time(task), quiet_since + ping) - clock.now(), 0.001))
+            if task.finished_at(clock.now()) is None and clock.now() >= quiet_since + ping:
+                yield sse_comment("ping")
+                quiet_since = clock.now()
+        _, body, _ = self._answer(task, request.base_url, call)
+        yield sse_event(body)
+
+    def _partial(self, task: Task, done: float) -> dict[str, Any]:
+        inputs = task.data["inputs"]
+        assert inputs is not None
+        if self.option("stream_events") == "progress":
+            return {"progress": round(done, 4), "message": "Generating..."}  # [V] the docs' example
+        images = []
+        for index in range(inputs["num_images"]):
+            width, height = max(inputs["width"] // 8, 1), max(inputs["height"] // 8, 1)
+            spec = ImageSpec.of(width, height, fmt="jpeg", prompt=inputs["prompt"], seed=inputs["seed"],
+                                index=index)
+            url = "data:image/jpeg;base64," + base64.b64encode(render(spec)).decode()
+            images.append({"url": url, "width": inputs["width"], "height": inputs["height"],
+                           "content_type": "image/jpeg"})
+        return {"images": images, "timings": {}, "seed": inputs["seed"],
+                "has_nsfw_concepts": [False] * inputs["num_images"], "prompt": inputs["prompt"]}
 
     # --- webhooks ----------------------------------------------------------------------
 
@@ -709,15 +829,44 @@ class FalProvider(Provider):
         else:
             # [V] {"status":"ERROR","error":"Invalid status code: 422","payload":{"detail":[...]}}
             payload.update({"status": "ERROR", "error": f"Invalid status code: {status}", "payload": body})
+        signing = self.option("webhook_signature")
         self.server.deliveries.send(
             "webhook", data["webhook"], payload, reference=task.id, policy=self._webhook_policy,
             faults=task.faults,
+            sign=None if signing == "absent" else self._signer_for(task, bad=signing == "invalid"),
         )
+
+    def _signer_for(self, task: Task, *, bad: bool) -> Callable[[bytes], dict[str, str]]:
+        """[V] the four X-Fal-Webhook-* headers, signed at each attempt: ED25519 over
+        request id, user id, timestamp (epoch seconds, provider time) and the body's SHA-256
+        hex, joined by newlines; the signature in hex."""
+        user = str(task.data.get("user_id") or _user_id(None))
+
+        def sign(body: bytes) -> dict[str, str]:
+            stamp = str(int(self.server.clock.now()))
+            message = "\n".join((task.id, user, stamp, hashlib.sha256(body).hexdigest())).encode()
+            signature = bytearray(self.webhook_signer.sign(message))
+            if bad:
+                signature[0] ^= 0xFF  # option webhook_signature=invalid: a receiver must refuse it
+            return {"X-Fal-Webhook-Request-Id": task.id, "X-Fal-Webhook-User-Id": user,
+                    "X-Fal-Webhook-Timestamp": stamp, "X-Fal-Webhook-Signature": signature.hex()}
+
+        return sign
 
 
 def _truthy(value: str | None) -> bool:
     # fal-client sends logs=true|false (httpx encodes the boolean), fal-js sends 1|0.
     return (value or "").strip().lower() in ("1", "true")
+
+
+def _user_id(key: str | None) -> str:
+    """[I] the X-Fal-Webhook-User-Id of a key: its id part (``Key <id>:<secret>``), else a
+    stable digest of the key; "anonymous" for a request without one."""
+    if not key:
+        return "anonymous"
+    if ":" in key:
+        return key.split(":", 1)[0]
+    return "user-" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _float(value: str | None) -> float | None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -105,7 +106,7 @@ class Receiver:
     """A webhook/callback receiver on 127.0.0.1: records every POST, answers queued statuses."""
 
     def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []  # {"body", "headers", "query", "path"}
+        self.received: list[dict[str, Any]] = []  # {"body", "raw", "headers", "query", "path"}
         self.queue: asyncio.Queue[Any] = asyncio.Queue()  # the bodies, as they arrive
         self.statuses: list[int] = []  # answered (in order) before `default_status`
         self.default_status = 200  # 503: a receiver that is down
@@ -113,8 +114,9 @@ class Receiver:
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.received.append({"body": body, "headers": dict(request.headers),
+        raw = await request.read()
+        body = json.loads(raw)
+        self.received.append({"body": body, "headers": dict(request.headers), "raw": raw,
                               "query": dict(request.query), "path": request.path})
         await self.queue.put(body)
         return web.Response(status=self.statuses.pop(0) if self.statuses else self.default_status)

@@ -386,11 +386,17 @@ class AuthScheme(Rule):
         auth = ctx.contract.behaviour.auth
         wrong: dict[str, list[Exchange]] = {}
         for ex in ctx.api:
-            if ex.operation is None or not _needs_auth(ctx.contract, ex.operation):
+            if ex.operation is None:
+                continue
+            declared, anonymous = _security(ctx.contract, ex.operation)
+            if not declared:
                 continue
             value = header(ex.request_headers, auth.header)
             if value is None:
-                wrong.setdefault("(no header)", []).append(ex)
+                # fal's public models take no key ({} in the operation's security); a key
+                # that is sent must still be in the scheme.
+                if not anonymous:
+                    wrong.setdefault("(no header)", []).append(ex)
                 continue
             if auth.scheme is not None and not value.startswith(auth.scheme + " "):
                 scheme = value.split(" ", 1)[0] if " " in value else "(no scheme)"
@@ -407,11 +413,12 @@ class AuthScheme(Rule):
         ]
 
 
-def _needs_auth(contract: Contract, operation: str) -> bool:
-    """True when the operation's OpenAPI security has no anonymous (``{}``) alternative."""
+def _security(contract: Contract, operation: str) -> tuple[bool, bool]:
+    """(the operation declares a security scheme, it also takes anonymous ``{}`` requests)."""
     spec = contract.operation(operation).spec
-    security = spec.get("security", contract.openapi.get("security"))
-    return bool(security) and all(bool(req) for req in security)
+    security = spec.get("security", contract.openapi.get("security")) or []
+    declared = any(bool(req) for req in security)
+    return declared, declared and any(not req for req in security)
 
 
 class RetriesTransient(Rule):

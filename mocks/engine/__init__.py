@@ -26,6 +26,7 @@ from ._replay import RecordedAnswer, Replay, ReplayError
 from ._respx import mock_router
 from ._serve import Listener, PortInUse, Served, TLSMaterial, bind, start
 from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, Call, MockServer
+from ._signing import Ed25519Signer
 from ._streams import ndjson_line, sse_comment, sse_event
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
 from ._thread import ServeThread
@@ -47,6 +48,7 @@ __all__ = [
     "Delivery",
     "DeliveryPolicy",
     "DriftSpec",
+    "Ed25519Signer",
     "Exchange",
     "FaultError",
     "FaultNotApplicable",

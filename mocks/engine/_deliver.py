@@ -6,7 +6,7 @@ import ipaddress
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -140,9 +140,14 @@ class Deliverer:
         policy: DeliveryPolicy,
         headers: Mapping[str, str] | None = None,
         faults: Iterable[FaultSpec] = (),
+        sign: Callable[[bytes], Mapping[str, str]] | None = None,
     ) -> Delivery:
         """Schedule a delivery, with the delivery faults of the request behind it (``task.faults``):
-        ``duplicate_webhook`` sends it twice, ``late_webhook:S`` waits S provider seconds first."""
+        ``duplicate_webhook`` sends it twice, ``late_webhook:S`` waits S provider seconds first.
+
+        ``sign(body)`` gives headers computed for each attempt (a signature over a fresh
+        timestamp, as fal's webhooks carry); they are added to ``headers``.
+        """
         names = {f.name: f for f in faults}
         copies = 2 if "duplicate_webhook" in names else 1
         late = names.get("late_webhook")
@@ -159,12 +164,13 @@ class Deliverer:
         hdrs = {"Content-Type": "application/json", "User-Agent": "imagegen-conformance-mock"}
         hdrs.update(headers or {})
         for _ in range(copies):
-            self._server.spawn(self._run(record, url, body, hdrs, policy, delay))
+            self._server.spawn(self._run(record, url, body, hdrs, policy, delay, sign))
         return record
 
     async def _run(
         self, record: Delivery, url: str, body: bytes, headers: dict[str, str],
         policy: DeliveryPolicy, delay: float,
+        sign: Callable[[bytes], Mapping[str, str]] | None = None,
     ) -> None:
         clock = self._server.clock
         if delay > 0:
@@ -180,7 +186,8 @@ class Deliverer:
                 # allow_redirects=False: a redirect is the receiver's answer, not a new target.
                 # Following it would reach an address the refusal rules never saw (and aiohttp
                 # turns a 302'd POST into a body-less GET).
-                async with self._session.post(url, data=body, headers=headers, timeout=timeout,
+                sent = headers if sign is None else {**headers, **sign(body)}
+                async with self._session.post(url, data=body, headers=sent, timeout=timeout,
                                               allow_redirects=False) as resp:
                     await _drain(resp)
                     record.responses.append(resp.status)

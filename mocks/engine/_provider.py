@@ -120,6 +120,16 @@ class Provider(ABC):
     ) -> MockResponse:
         """An error in the provider's envelope. Every provider defines its own."""
 
+    def anonymous_allowed(self, request: MockRequest, operation: str) -> bool:
+        """May ``request`` go without credentials? (A key that is sent is still checked.)
+
+        The default reads the contract: an operation whose OpenAPI ``security`` lists the
+        anonymous alternative ``{}`` takes requests without a key (fal's public models).
+        """
+        spec = self.contract.operation(operation).spec
+        security = spec.get("security", self.contract.openapi.get("security"))
+        return bool(security) and any(not requirement for requirement in security)
+
     def auth_error(self, request: MockRequest, reason: str) -> MockResponse:
         """``reason`` is "missing", "scheme" or "invalid"."""
         return self.error(request, 401)

@@ -493,7 +493,7 @@ class MockServer:
             status, code = next(f for f in faults if f.name == "http").http_status()
             return provider.error(request, status, code)
         if route.auth:
-            denied = self._check_auth(request)
+            denied = self._check_auth(request, operation)
             if denied is not None:
                 return denied
         if self.rate_limiter is not None and route.auth:
@@ -531,10 +531,12 @@ class MockServer:
             return await read_multipart(request, route.operation)
         return read_json(self.provider, self.contract, request, route.operation)
 
-    def _check_auth(self, request: MockRequest) -> MockResponse | None:
+    def _check_auth(self, request: MockRequest, operation: str | None) -> MockResponse | None:
         auth = self.contract.behaviour.auth
         value = request.headers.get(auth.header)
         if not value:
+            if operation is not None and self.provider.anonymous_allowed(request, operation):
+                return None
             return self.provider.auth_error(request, "missing")
         if not auth.well_formed(value):
             return self.provider.auth_error(request, "scheme")

@@ -92,7 +92,7 @@ def test_every_routed_operation_exists_in_the_contract() -> None:
     contract = contracts.load("fal")
     routed = {r.operation for r in server.routes}
     assert routed == {"submitRequest", "getRequestStatus", "streamRequestStatus", "getRequestResult",
-                      "cancelRequest", "runSync"}
+                      "cancelRequest", "runSync", "streamRun", "getWebhookJwks"}
     assert routed | {"downloadImage"} == set(contract.operations)
     assert {r.role for r in server.routes} == {"queue", "run"}
     assert server.roles == ("queue", "run")
@@ -266,7 +266,7 @@ async def test_queue_position_counts_exactly_the_earlier_requests_still_queued()
         body = {"prompt": f"p{i}", "num_images": 1 + i % 4}
         ids.append((await submit(server, body, **headers))["request_id"])
     for rid in ids[5:20:4]:
-        assert (await server.request("PUT", path(rid, "/cancel"), headers=AUTH)).status == 202
+        assert (await server.request("PUT", path(rid, "/cancel"), headers=AUTH)).status in (200, 202)
     compared = 0
     for _ in range(80):
         now = server.clock.now()
@@ -289,8 +289,8 @@ async def test_cancel_while_queued_frees_the_slot_for_later_requests() -> None:
         if cancel:
             for rid in ids[1:3]:
                 response = await server.request("PUT", path(rid, "/cancel"), headers=AUTH)
-                assert response.status == 202
-                assert conforms("cancelRequest", response) == {"status": "CANCELLATION_REQUESTED"}
+                assert response.status == 200
+                assert conforms("cancelRequest", response) == {"status": "OK"}
         walk = await _walk(server, ids, 120, 0.5)
         assert max(walk["running"]) == 1
         for seen in walk["positions"].values():
@@ -305,24 +305,32 @@ async def test_cancel_while_queued_frees_the_slot_for_later_requests() -> None:
     assert walk["positions"][list(walk["positions"])[-1]][0] == 2  # only two uncancelled ahead
 
 
-async def test_cancel_answers_and_what_a_cancelled_request_reads() -> None:
-    server = manual()
+@pytest.mark.parametrize(
+    ("option", "answer"),
+    [pytest.param("ok", (200, "OK"), id="docs-ok"),
+     pytest.param("cancellation_requested", (202, "CANCELLATION_REQUESTED"), id="third-party-202")],
+)
+async def test_cancel_answers_and_what_a_cancelled_request_reads(
+    option: str, answer: tuple[int, str]
+) -> None:
+    server = manual(options={"cancel_queued": option})
     rid = (await submit(server))["request_id"]
     response = await server.request("PUT", path(rid, "/cancel"), headers=AUTH)
-    assert response.status == 202 and response.json_body() == {"status": "CANCELLATION_REQUESTED"}
+    assert (response.status, conforms("cancelRequest", response)["status"]) == answer
     after = await status(server, rid)
     body = conforms("getRequestStatus", after)
     assert after.status == 200 and body["status"] == "COMPLETED"
-    assert body["error_type"] == "request_cancelled"
+    assert (body["error"], body["error_type"]) == ("Request cancelled by the client.", "request_cancelled")
     gone = await result(server, rid)
-    assert gone.status == 400 and gone.json_body() == {"detail": "Request was cancelled"}
+    assert gone.status == 499 and conforms("getRequestResult", gone) == {
+        "detail": "Request cancelled by the client."}
     again = await server.request("PUT", path(rid, "/cancel"), headers=AUTH)
     assert again.status == 400 and conforms("cancelRequest", again) == {"status": "ALREADY_COMPLETED"}
     missing = await server.request("PUT", path("no-such-id", "/cancel"), headers=AUTH)
     assert missing.status == 404 and conforms("cancelRequest", missing) == {"status": "NOT_FOUND"}
 
 
-@pytest.mark.parametrize(("option", "outcome"), [("completes", 200), ("stops", 400)])
+@pytest.mark.parametrize(("option", "outcome"), [("completes", 200), ("stops", 499)])
 async def test_cancel_in_progress_follows_the_option(option: str, outcome: int) -> None:
     server = manual(options={"cancel_in_progress": option})
     rid = (await submit(server))["request_id"]
@@ -370,21 +378,57 @@ async def _read_events(chunks: AsyncIterator[bytes], server: MockServer) -> list
             events.append(json.loads(chunk[6:]))
 
 
-def _check_events(events: list[dict[str, Any]]) -> None:
-    assert [e["status"] for e in events] == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
-    assert events[0]["queue_position"] == 0 and events[-1]["logs"]
+def _check_events(events: list[dict[str, Any]], *, logs: bool = True) -> None:
+    assert list(dict.fromkeys(e["status"] for e in events)) == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    assert events[0]["queue_position"] == 0
     validator = contracts.response_validator("fal", "getRequestStatus", 200)
     assert validator is not None and all(validator.issues(e) == [] for e in events)
+    if not logs:
+        assert [e["status"] for e in events] == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+        assert all(e["logs"] is None for e in events)
+        return
+    # Each line once, as it appears: appended up, the events give exactly the polled logs.
+    lines = [line for e in events for line in e["logs"] or []]
+    assert [line["message"] for line in lines] == (
+        ["Starting generation"] + [f"Step {k}/28" for k in range(1, 29)] + ["Generation finished"]
+    )
+    assert all(e["logs"] for e in events if e["status"] == "IN_PROGRESS")
 
 
-async def test_status_stream_sends_one_event_per_state_change() -> None:
+@pytest.mark.parametrize("logs", [pytest.param(True, id="logs"), pytest.param(False, id="no-logs")])
+async def test_status_stream_sends_state_changes_and_each_log_line_once(logs: bool) -> None:
     server = manual()
     rid = (await submit(server))["request_id"]
-    response = await server.request("GET", path(rid, "/status/stream"), headers=AUTH, query={"logs": "1"})
+    response = await server.request("GET", path(rid, "/status/stream"), headers=AUTH,
+                                    query={"logs": "1" if logs else "0"})
     assert response.status == 200 and response.headers["Content-Type"] == "text/event-stream"
     assert response.headers["x-fal-request-id"] == rid
     assert not isinstance(response.body, bytes)
-    _check_events(await _read_events(response.body, server))
+    events = await _read_events(response.body, server)
+    _check_events(events, logs=logs)
+    if logs:
+        polled = (await status(server, rid, "1")).json_body()["logs"]
+        assert [line for e in events for line in e["logs"] or []] == polled
+
+
+async def test_a_quiet_status_stream_sends_a_comment_every_15_seconds() -> None:
+    server = manual(options={"runners": "1"})
+    await submit(server, query=None, X_Mock_Fault="never_finish")
+    rid = (await submit(server))["request_id"]  # waits behind a request that never ends
+    server.clock.advance(2)  # the endless one has started: nothing changes any more
+    response = await server.request("GET", path(rid, "/status/stream"), headers=AUTH)
+    assert not isinstance(response.body, bytes)
+    chunks = response.body
+    first = await chunks.__anext__()
+    assert json.loads(first[6:])["status"] == "IN_QUEUE"
+    pending = asyncio.ensure_future(chunks.__anext__())
+    await asyncio.sleep(0.01)
+    server.clock.advance(14.9)
+    await asyncio.sleep(0.01)
+    assert not pending.done()
+    server.clock.advance(0.2)
+    assert await asyncio.wait_for(pending, 1) == b": ping\n\n"
+    await chunks.aclose()  # type: ignore[attr-defined]
 
 
 # --- sync host ----------------------------------------------------------------------------
@@ -515,14 +559,30 @@ async def test_infrastructure_faults_carry_error_type(spec: str, status: int, er
 
 
 @pytest.mark.parametrize(
-    ("headers", "status"),
-    [({}, 401), ({"Authorization": "Bearer x"}, 401), ({"Authorization": "Key "}, 401)],
-    ids=["missing", "bearer", "empty-key"],
+    ("headers", "option", "status"),
+    [({}, "required", 401), ({"Authorization": "Bearer x"}, "optional", 401),
+     ({"Authorization": "Key "}, "optional", 401), ({"Authorization": "Key "}, "required", 401)],
+    ids=["missing-required", "bearer", "empty-key", "empty-key-required"],
 )
-async def test_auth_errors_answer_401_with_detail(headers: dict[str, str], status: int) -> None:
-    server = manual()
+async def test_auth_errors_answer_401_with_detail(headers: dict[str, str], option: str, status: int) -> None:
+    server = manual(options={"auth": option})
     response = await server.request("POST", SUBMIT, json=SEED_INPUT, headers=headers)
     assert response.status == status and conforms("submitRequest", response)["detail"]
+
+
+async def test_public_model_takes_requests_without_a_key_by_default() -> None:
+    server = manual()
+    answer = await server.request("POST", SUBMIT, json=SEED_INPUT)
+    assert answer.status == 200
+    rid = answer.json_body()["request_id"]
+    server.clock.advance(600)
+    for method, suffix in (("GET", "/status"), ("GET", "")):
+        assert (await server.request(method, path(rid, suffix))).status == 200
+    # A key that is sent is still checked.
+    strict = manual(api_keys=["good"])
+    bad = {"Authorization": "Key bad"}
+    assert (await strict.request("POST", SUBMIT, json=SEED_INPUT, headers=bad)).status == 401
+    assert (await strict.request("POST", SUBMIT, json=SEED_INPUT)).status == 200
 
 
 async def test_configured_keys_refuse_others() -> None:
@@ -707,7 +767,8 @@ async def test_cancel_sends_the_webhook_at_once_and_outside_hosts_are_refused(re
         rid = (await submit(server, query={"fal_webhook": url}))["request_id"]
         await server.request("PUT", path(rid, "/cancel"), headers=AUTH)
         payload = await asyncio.wait_for(got.get(), 5)
-        assert (payload["status"], payload["payload"]) == ("ERROR", {"detail": "Request was cancelled"})
+        assert (payload["status"], payload["error"]) == ("ERROR", "Invalid status code: 499")
+        assert payload["payload"] == {"detail": "Request cancelled by the client."}
         await submit(server, query={"fal_webhook": "https://example.com/hook"})
         server.clock.advance(600)
         await asyncio.sleep(0.05)
@@ -866,3 +927,59 @@ async def test_the_stream_schema_takes_one_payload_or_one_parsed_sse_event() -> 
     data = schemas["QueueStatusEvent"]["properties"]["data"]
     assert data["contentMediaType"] == "application/json"
     assert data["contentSchema"] == {"$ref": "#/components/schemas/QueueStatus"}
+
+
+# --- fal.run/<app>/stream and the webhook keys ---------------------------------------------
+
+
+async def _stream_events(server: MockServer, body: dict[str, Any]) -> list[Any]:
+    response = await server.request("POST", SUBMIT + "/stream", json=body, headers=AUTH, role="run")
+    assert response.status == 200 and response.headers["Content-Type"] == "text/event-stream"
+    assert not isinstance(response.body, bytes)
+    events = []
+    validator = contracts.response_validator("fal", "streamRun", 200)
+    assert validator is not None
+    async for chunk in response.body:
+        if chunk.startswith(b"data: "):
+            events.append(json.loads(chunk[6:]))
+            assert validator.issues(events[-1]) == []
+    return events
+
+
+@pytest.mark.parametrize(
+    ("option", "partial_keys"),
+    [pytest.param("previews", {"images", "timings", "seed", "has_nsfw_concepts", "prompt"}, id="previews"),
+     pytest.param("progress", {"progress", "message"}, id="progress")],
+)
+async def test_stream_route_sends_partials_then_the_output(option: str, partial_keys: set[str]) -> None:
+    server = MockServer("fal", clock="manual", seed=1, lifecycle="polls", options={"stream_events": option})
+    *partials, final = await _stream_events(server, {"prompt": "partial", "num_images": 2})
+    assert len(partials) == 3 and all(set(p) == partial_keys for p in partials)
+    assert final["prompt"] == "partial" and len(final["images"]) == 2
+    assert final["images"][0]["url"].startswith("http://127.0.0.1/files/")
+
+
+async def test_stream_route_refuses_bad_input_at_once_and_streams_a_failure_body() -> None:
+    server = MockServer("fal", clock="manual", seed=1, lifecycle="polls")
+    bad = await server.request("POST", SUBMIT + "/stream", json={"num_images": 9}, headers=AUTH, role="run")
+    assert bad.status == 422 and conforms("streamRun", bad)["detail"][0]["type"] == "missing"
+    response = await server.request("POST", SUBMIT + "/stream", json={"prompt": "x"},
+                                    headers={**AUTH, "X-Mock-Fault": "task_fail"}, role="run")
+    assert not isinstance(response.body, bytes)
+    chunks = [chunk async for chunk in response.body]
+    assert json.loads(chunks[-1][6:])["detail"][0]["type"] == "runtime_error"
+
+
+@pytest.mark.parametrize(("option", "padded"), [("padded", True), ("unpadded", False)])
+async def test_jwks_publishes_the_webhook_key(option: str, padded: bool) -> None:
+    server = manual(options={"jwks_x": option}, signing_secret="s")
+    response = await server.request("GET", "/.well-known/jwks.json")  # no key needed
+    [key] = conforms("getWebhookJwks", response)["keys"]
+    assert key["x"].endswith("=") is padded
+    raw = base64.urlsafe_b64decode(key["x"] + "=" * (-len(key["x"]) % 4))
+    assert raw == server.provider.webhook_signer.public_bytes  # type: ignore[attr-defined]
+    twin = manual(options={"jwks_x": option}, signing_secret="s")
+    again = await twin.request("GET", "/.well-known/jwks.json")
+    assert again.json_body() == response.json_body()  # --signing-secret repeats the key
+    other = await manual(options={"jwks_x": option}).request("GET", "/.well-known/jwks.json")
+    assert other.json_body() != response.json_body()  # never derived from --seed

@@ -9,16 +9,23 @@ keep httpx's default ``trust_env=True``) and FAL_KEY.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import io
 import json
+import shutil
 import signal
 import ssl
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from PIL import Image
 
 from imagegen_conformance.mocks import TLSMaterial
@@ -76,6 +83,8 @@ for step in args["steps"]:
         out.setdefault("cancel", []).append(attempt(lambda: fal_client.cancel(APP, out["request_id"])))
     elif name == "run":
         out["run"] = attempt(lambda: fal_client.run(APP, arguments=step["input"]))
+    elif name == "stream":
+        out["stream"] = attempt(lambda: list(fal_client.stream(APP, arguments=step["input"])))
     elif name == "download":
         url = out["subscribe"]["ok"]["images"][0]["url"]
         response = httpx.get(url)
@@ -221,7 +230,7 @@ async def test_cancel_while_queued(serve_mock: Any, tls: TLSMaterial) -> None:
     assert before == {"type": "Queued", "position": 1}
     assert out["cancel"] == [{"ok": None}]
     assert after["type"] == "Completed" and after["error_type"] == "request_cancelled"
-    assert out["result"]["error"]["status"] == 400
+    assert out["result"]["error"]["status"] == 499  # [V] what a fal app answers a cancelled request
     # The cancelled request left the queue: the next one has only the blocker ahead.
     third = await running.server.request("POST", "/fal-ai/flux-1/dev", json={"prompt": "third"},
                                          headers=KEY)
@@ -286,7 +295,130 @@ async def test_status_stream_over_a_socket_with_httpx_sse(serve_mock: Any) -> No
         async with aconnect_sse(client, "GET", url, params={"logs": "1"}) as source:
             assert source.response.headers["x-fal-request-id"] == submit["request_id"]
             events = [json.loads(event.data) async for event in source.aiter_sse()]
-    assert [e["status"] for e in events] == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
-    assert events[-1]["logs"][-1]["message"] == "Generation finished"
+    assert list(dict.fromkeys(e["status"] for e in events)) == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
+    assert events[-1]["status"] == "COMPLETED"
+    # One event per new log line, each line sent once.
+    lines = [line["message"] for e in events for line in e["logs"] or []]
+    assert lines[0] == "Starting generation" and lines[-1] == "Generation finished"
+    assert len(lines) == len(set(lines)) == 30
     [exchange] = [e for e in running.server.journal.entries() if e.operation == "streamRequestStatus"]
-    assert exchange.complete and len(exchange.events) == 3
+    assert exchange.complete and len(exchange.events) == len(events)
+
+
+# --- streaming: fal_client.stream, fal-js fal.stream and streaming subscribe -------------
+
+
+async def test_fal_client_stream_yields_partials_then_the_output(serve_mock: Any, tls: TLSMaterial) -> None:
+    running, env = await serve_fal(serve_mock, tls, time_scale=40)
+    out = await run_client(env, {"do": "stream", "input": {"prompt": "streamed", "image_size": "square"}})
+    events = out["stream"]["ok"]
+    *partials, final = events
+    assert len(partials) == 3 and all(p["images"][0]["url"].startswith("data:image/jpeg;base64,")
+                                      for p in partials)
+    assert final["prompt"] == "streamed" and final["images"][0]["url"].startswith("https://127.0.0.1:")
+    [exchange] = [e for e in running.server.journal.entries() if e.operation == "streamRun"]
+    assert exchange.path == "/fal-ai/flux-1/dev/stream" and exchange.role == "run"
+    assert running.server.errors == []
+
+
+JS_DIR = Path(__file__).resolve().parents[1] / "js"
+
+
+@pytest.fixture(scope="session")
+def fal_js() -> Path:
+    """tests/js with @fal-ai/client installed (npm ci from the committed lock file, once)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("node and npm are needed for the fal-js tests")
+    if not (JS_DIR / "node_modules" / "@fal-ai" / "client").is_dir():
+        done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS_DIR,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"npm ci in {JS_DIR} failed:\n{done.stdout}\n{done.stderr}"
+    return JS_DIR / "fal_client.mjs"
+
+
+async def run_js(script: Path, running: Any, *steps: dict[str, Any], timeout: float = 30.0) -> dict[str, Any]:
+    args = {"queue": running.role_url("queue"), "run": running.role_url("run"), "steps": list(steps)}
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(script), json.dumps(args), cwd=script.parent,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise AssertionError("fal-js did not finish in time") from None
+    assert proc.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def test_fal_js_stream_yields_partials_and_done_is_the_output(serve_mock: Any, fal_js: Path) -> None:
+    running = await serve_mock("fal", time_scale=40, seed=5)
+    out = await run_js(fal_js, running, {"do": "stream", "input": {"prompt": "js stream"}})
+    events, done = out["stream"]["events"], out["stream"]["done"]
+    assert len(events) == 4 and events[-1] == done
+    assert done["prompt"] == "js stream" and done["images"][0]["url"].startswith(running.role_url("run"))
+    assert out["stream"]["requestId"]
+    assert running.server.errors == []
+
+
+@pytest.mark.parametrize("mode", ["streaming", "polling"])
+async def test_fal_js_subscribe_sees_each_log_line_once(serve_mock: Any, fal_js: Path, mode: str) -> None:
+    running = await serve_mock("fal", time_scale=20, seed=5)
+    body = {"prompt": "js logs", "num_inference_steps": 8}
+    out = await run_js(fal_js, running, {"do": "subscribe", "input": body, "mode": mode})
+    assert out["subscribe"]["data"]["prompt"] == "js logs"
+    updates = out["subscribe"]["updates"]
+    assert updates[-1]["status"] == "COMPLETED"
+    # What the application sees in its last update: every line, once, in order.
+    messages = [line["message"] for line in updates[-1]["logs"]]
+    assert messages == ["Starting generation", *[f"Step {k}/8" for k in range(1, 9)], "Generation finished"]
+    operations = {e.operation for e in running.server.journal.entries()}
+    assert ("streamRequestStatus" in operations) == (mode == "streaming")
+
+
+# --- signed webhooks ----------------------------------------------------------------------
+
+
+def verify_fal_webhook(headers: dict[str, str], body: bytes, jwks: dict[str, Any], now: float) -> bool:
+    """A receiver's check, written from fal's documented steps (not from the mock's code)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    try:
+        request_id, user_id, stamp, signature = (lower[f"x-fal-webhook-{n}"]
+                                                 for n in ("request-id", "user-id", "timestamp", "signature"))
+    except KeyError:
+        return False
+    if abs(now - int(stamp)) > 300:
+        return False
+    message = "\n".join([request_id, user_id, stamp, hashlib.sha256(body).hexdigest()]).encode()
+    for key in jwks["keys"]:
+        public = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(key["x"]))
+        try:
+            public.verify(bytes.fromhex(signature), message)
+            return True
+        except InvalidSignature:
+            continue
+    return False
+
+
+@pytest.mark.parametrize(("option", "valid"), [("valid", True), ("invalid", False), ("absent", False)])
+async def test_webhook_receiver_verifies_the_signature_against_the_mock_jwks(
+    serve_mock: Any, receiver: Any, option: str, valid: bool
+) -> None:
+    running = await serve_mock("fal", time_scale=40, seed=9, options={"webhook_signature": option})
+    async with httpx.AsyncClient(base_url=running.url, timeout=10) as client:
+        jwks = (await client.get("/.well-known/jwks.json")).json()
+        answer = await client.post("/fal-ai/flux-1/dev", params={"fal_webhook": receiver.url},
+                                   headers={"Authorization": "Key abc:def"}, json={"prompt": "signed"})
+        submit = answer.json()
+    await asyncio.wait_for(receiver.queue.get(), 15)
+    [got] = receiver.received
+    assert verify_fal_webhook(got["headers"], got["raw"], jwks, running.server.clock.now()) is valid
+    if option != "absent":
+        assert got["headers"]["X-Fal-Webhook-Request-Id"] == submit["request_id"]
+        assert got["headers"]["X-Fal-Webhook-User-Id"] == "abc"
+    # The key set is fal's documented shape; the docs' own decoder (urlsafe_b64decode) reads x.
+    [key] = jwks["keys"]
+    assert (key["kty"], key["crv"]) == ("OKP", "Ed25519") and len(base64.urlsafe_b64decode(key["x"])) == 32
+    assert time.time() - int(got["headers"].get("X-Fal-Webhook-Timestamp", time.time())) < 300
