@@ -288,15 +288,15 @@ async def test_image_link_served_over_plain_http(serve_mock: Any) -> None:
 async def test_status_stream_over_a_socket_with_httpx_sse(serve_mock: Any) -> None:
     from httpx_sse import aconnect_sse
 
-    running = await serve_mock("fal", time_scale=20, seed=4)
+    running = await serve_mock("fal", time_scale=5, seed=4)
     async with httpx.AsyncClient(base_url=running.url, headers=KEY, timeout=10) as client:
         submit = (await client.post("/fal-ai/flux-1/dev", json={"prompt": "streamed"})).json()
         url = submit["status_url"] + "/stream"
         async with aconnect_sse(client, "GET", url, params={"logs": "1"}) as source:
             assert source.response.headers["x-fal-request-id"] == submit["request_id"]
             events = [json.loads(event.data) async for event in source.aiter_sse()]
-    assert list(dict.fromkeys(e["status"] for e in events)) == ["IN_QUEUE", "IN_PROGRESS", "COMPLETED"]
-    assert events[-1]["status"] == "COMPLETED"
+    # (On a loaded machine the stream may open after the request left the queue.)
+    assert list(dict.fromkeys(e["status"] for e in events))[-2:] == ["IN_PROGRESS", "COMPLETED"]
     # One event per new log line, each line sent once.
     lines = [line["message"] for e in events for line in e["logs"] or []]
     assert lines[0] == "Starting generation" and lines[-1] == "Generation finished"
