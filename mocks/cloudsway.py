@@ -1,8 +1,10 @@
 """Cloudsway MaaS-Flux-1-schnell: create an image task, then poll it.
 
-Seed 000 (docs.cloudsway.net, Chinese page) and shared/reference/providers.md §1. The paths
-route on their suffix because the documented basePath already holds /v2/ai and the template
-adds it again (quirk basepath-doubles-v2-ai): one or two /v2/ai, or none, all work.
+Seed 000 (docs.cloudsway.net, Chinese page) and shared/reference/providers.md §1. The routes
+match any ``.../{endpointPath}/images/...`` so that a path under another prefix is answered in
+Cloudsway's own envelope: the prefixes the documents use (the curl examples' ``/v2/ai`` and the
+template's doubled ``/v2/ai/v2/ai``, contract ``paths.prefixes``) reach the endpoint, any other
+is a 400 ``NO_ENDPOINT`` (quirk basepath-doubles-v2-ai); option ``prefixes=any`` takes them all.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class CloudswayProvider(Provider):
 
     @route("GET", "{prefix:(?:/[^/]+)*?}/{endpoint}/images/tasks/{task_id}", operation="getImageTask")
     async def query(self, request: MockRequest, call: Call) -> MockResponse:
+        refused = self._no_endpoint(request)
+        if refused is not None:
+            return refused
         task_id = request.params["task_id"].strip()
         task = call.tasks.get(task_id)
         # Tasks are not bound to their endpointPath: the seed queries with lXynAhfbOiD a task
@@ -90,6 +95,9 @@ class CloudswayProvider(Provider):
         return data
 
     def refuse(self, request: MockRequest, body: Body) -> MockResponse | None:
+        wrong_path = self._no_endpoint(request)  # the path speaks before the body
+        if wrong_path is not None:
+            return wrong_path
         if body.error is not None:
             return self.error(request, 400, message=str(body.error))
         assert body.data is not None
@@ -116,6 +124,17 @@ class CloudswayProvider(Provider):
         return {k: task.data[k] for k in keep}
 
     # --- helpers ---------------------------------------------------------------------
+
+    def _no_endpoint(self, request: MockRequest) -> MockResponse | None:
+        """400 NO_ENDPOINT for a path outside the documented prefixes (errorcode page: a 400 reason)."""
+        prefixes = self.contract.behaviour.raw["paths"]["prefixes"]
+        prefix = request.params.get("prefix", "")
+        if self.option("prefixes") == "any" or prefix in prefixes:
+            return None
+        documented = " or ".join(f"{p}/{{endpointPath}}/images/..." for p in prefixes)
+        given = f"{prefix}/{request.params.get('endpoint', '')}"
+        return self.error(request, 400, "NO_ENDPOINT",
+                          f"No endpoint at {given}: the path is {documented}")
 
     def _size(self, ratio: str) -> tuple[int, int]:
         if ratio == "9:16":

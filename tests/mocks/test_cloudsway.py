@@ -70,10 +70,9 @@ async def test_create_answers_the_seed_body() -> None:
     [
         pytest.param("/v2/ai", id="seed-curl"),
         pytest.param("/v2/ai/v2/ai", id="template-doubles-v2-ai"),
-        pytest.param("", id="no-prefix"),
     ],
 )
-async def test_routes_on_the_suffix_whatever_the_prefix(prefix: str) -> None:
+async def test_documented_prefixes_reach_the_endpoint(prefix: str) -> None:
     server = manual()
     response = await server.request(
         "POST", f"{prefix}/ep1/images/generations", json={"prompts": "x"}, headers=AUTH
@@ -82,6 +81,36 @@ async def test_routes_on_the_suffix_whatever_the_prefix(prefix: str) -> None:
     task_id = response.json_body()["taskId"]
     got = await server.request("GET", f"{prefix}/ep1/images/tasks/{task_id}", headers=AUTH)
     assert got.status == 200
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        pytest.param("", id="no-prefix"),
+        pytest.param("/foo/bar", id="made-up"),
+        pytest.param("/v1/ai", id="basepath-text-v1-ai"),
+        pytest.param("/v2", id="endpoint-missing"),
+    ],
+)
+async def test_other_prefixes_are_a_400_no_endpoint(prefix: str) -> None:
+    server = manual()
+    task_id = await create(server)
+    created = await server.request(
+        "POST", f"{prefix}/ep1/images/generations", json={"prompts": "x"}, headers=AUTH
+    )
+    polled = await server.request("GET", f"{prefix}/ep1/images/tasks/{task_id}", headers=AUTH)
+    for response in (created, polled):
+        error = assert_envelope(response, 400)
+        assert error["code"] == "NO_ENDPOINT"
+        assert "/v2/ai/{endpointPath}/images/" in error["message"]
+
+
+async def test_prefixes_any_option_routes_on_the_suffix() -> None:
+    server = manual(options={"prefixes": "any"})
+    response = await server.request(
+        "POST", "/foo/bar/ep1/images/generations", json={"prompts": "x"}, headers=AUTH
+    )
+    assert response.status == 200
 
 
 async def test_lifecycle_pending_processing_completed_under_a_manual_clock() -> None:

@@ -226,3 +226,15 @@ async def test_odd_paths_get_the_providers_404_over_sockets(serve_mock) -> None:
         assert resp.status == 404
         body = await resp.json()
     assert body["error"]["message"].startswith("task ")
+
+
+async def test_a_wrong_base_url_is_refused_over_sockets(serve_mock) -> None:  # type: ignore[no-untyped-def]
+    running = await serve_mock("cloudsway", clock="manual")
+    auth = {"Authorization": "Bearer k"}
+    body = {"prompts": "a fox", "aspect_ratio": "1:1"}
+    async with httpx.AsyncClient(base_url=running.url) as client:
+        wrong = await client.post("/foo/bar/ep1/images/generations", json=body, headers=auth)
+        doubled = await client.post("/v2/ai/v2/ai/ep1/images/generations", json=body, headers=auth)
+    assert wrong.status_code == 400
+    assert wrong.json()["error"]["code"] == "NO_ENDPOINT"
+    assert doubled.status_code == 200 and doubled.json()["status"] == "success"
