@@ -3,7 +3,11 @@
 Seed 001 (docs.acedata.cloud, Flux Images) and shared/reference/providers.md §2. A request
 waits for its images unless it says ``async: true`` or gives a ``callback_url``; then it gets
 ``{"task_id"}`` at once and the task record is read with ``POST /flux/tasks``. The record has
-no status field: it is pending while it has no ``response`` (quirk pending-record-shape).
+no status field: while pending its ``response`` is ``{"success": true, "task_id"}`` without
+``data`` (the SDK's own fixtures; option pending_record=absent: no ``response``, Nexior's
+reading). ``accept: application/x-ndjson`` gets the final body as one line (option
+ndjson=progress: progress lines first); ``accept: text/event-stream`` the same objects as SSE
+``data:`` events, the frames the official SDK's ``request_stream`` reads.
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from .engine import (
     ndjson_line,
     refusal,
     route,
+    sse_event,
 )
 
 _WXH = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 _NDJSON = "application/x-ndjson"
+_SSE = "text/event-stream"
 
 
 _API_ID = str(uuid.UUID(bytes=hashlib.md5(b"flux/images").digest(), version=4))
@@ -76,16 +82,16 @@ class AceDataProvider(Provider):
         })
         if isinstance(callback_url, str):
             self._schedule_callback(task, callback_url)
-        ndjson = _NDJSON in request.headers.get("Accept", "").lower()
+        stream = _stream_kind(request.headers.get("Accept", ""))
         if body.get("async") is True or isinstance(callback_url, str):
             accepted: dict[str, Any] = {"task_id": task.id}
             if self.option("async_response") == "full":
                 accepted = {"success": True, "task_id": task.id, "trace_id": task.data["trace_id"]}
-            if ndjson:
-                return MockResponse.stream(_lines([ndjson_line(accepted)]), _NDJSON)
+            if stream is not None:
+                return MockResponse.stream(_lines([_frame(stream, accepted)]), stream)
             return MockResponse.json(accepted)
-        if ndjson:
-            return MockResponse.stream(self._ndjson(task), _NDJSON)
+        if stream is not None:
+            return MockResponse.stream(self._stream(task, stream), stream)
         if not await self._wait(task):
             return self.error(request, 504, "timeout")
         outcome = self._outcome(task, call.faults)
@@ -316,8 +322,8 @@ class AceDataProvider(Provider):
         record["elapsed"] = round(finished - task.created_at, 3)
         return record
 
-    async def _ndjson(self, task: Task) -> AsyncIterator[bytes]:
-        """Progress lines while the task runs, then the full response as the last line."""
+    async def _stream(self, task: Task, kind: str) -> AsyncIterator[bytes]:
+        """The full response as the last line or event; progress ones first with ndjson=progress."""
         clock = self.server.clock
         interval = float(self.contract.behaviour.raw["ndjson"]["progress_interval"])
         limit = float(self.contract.behaviour.limits["sync_timeout"])
@@ -326,19 +332,19 @@ class AceDataProvider(Provider):
         while clock.now() < end:
             if progress:
                 done = (clock.now() - task.created_at) / max(self._end(task) - task.created_at, 1e-9)
-                yield ndjson_line({
+                yield _frame(kind, {
                     "task_id": task.id, "trace_id": task.data["trace_id"],
                     "progress": min(99, int(done * 100)),
                 })
             await clock.sleep(min(interval, end - clock.now()))
         if self._end(task) > end:
-            yield ndjson_line(self._error_body(504, "timeout", None))
+            yield _frame(kind, self._error_body(504, "timeout", None))
             return
         self._finish(task)
         outcome = self._outcome(task)
         if not outcome["success"]:
             outcome = {k: v for k, v in outcome.items() if k != "task_id"}
-        yield ndjson_line(outcome)
+        yield _frame(kind, outcome)
 
     # --- callbacks -------------------------------------------------------------------
 
@@ -382,6 +388,21 @@ def _problem(issues: list[Any]) -> str | None:
 
 def _round32(value: float) -> int:
     return max(32, round(value / 32) * 32)
+
+
+def _stream_kind(accept: str) -> str | None:
+    """The streamed media type a request's Accept asks for (NDJSON first, as documented)."""
+    accept = accept.lower()
+    if _NDJSON in accept:
+        return _NDJSON
+    if _SSE in accept:
+        return _SSE
+    return None
+
+
+def _frame(kind: str, obj: Any) -> bytes:
+    """One object as an NDJSON line or as an SSE ``data:`` event (quirk sdk-stream-reads-sse)."""
+    return ndjson_line(obj) if kind == _NDJSON else sse_event(obj)
 
 
 async def _lines(lines: list[bytes]) -> AsyncIterator[bytes]:

@@ -132,7 +132,7 @@ async def test_seed_example_is_async_because_of_its_callback_and_reads_generate_
     [delivery] = server.deliveries.records()
     assert delivery.status == "refused" and "http" in (delivery.reason or "")
     record = await retrieve(server, accepted["task_id"])
-    assert "response" not in record
+    assert record["response"] == {"success": True, "task_id": accepted["task_id"]}  # pending
     assert record["request"] == SEED_BODY  # echoed as sent
     server.clock.advance(121)
     record = await retrieve(server, accepted["task_id"])
@@ -312,7 +312,8 @@ async def test_async_task_record_is_pending_then_succeeded() -> None:
     accepted = await submit(server, GOOD)
     assert list(accepted) == ["task_id"]
     record = await retrieve(server, accepted["task_id"])
-    assert "response" not in record and "finished_at" not in record
+    assert record["response"] == {"success": True, "task_id": accepted["task_id"]}
+    assert "finished_at" not in record
     assert record["id"] == accepted["task_id"] and len(record["_id"]) == 24
     assert record["request"] == GOOD
     server.clock.advance(121)
@@ -328,11 +329,11 @@ async def test_async_full_response_option() -> None:
     assert set(accepted) == {"success", "task_id", "trace_id"} and accepted["success"] is True
 
 
-async def test_pending_record_stub_option() -> None:
-    server = manual(options={"pending_record": "stub"})
+async def test_pending_record_absent_option() -> None:
+    server = manual(options={"pending_record": "absent"})
     task_id = (await submit(server, GOOD))["task_id"]
     record = await retrieve(server, task_id)
-    assert record["response"] == {"success": True, "task_id": task_id}
+    assert "response" not in record and "finished_at" not in record
 
 
 async def test_failed_async_task_has_success_false_and_an_error() -> None:
@@ -348,13 +349,14 @@ async def test_never_finishing_task_stays_pending() -> None:
     server = manual()
     task_id = (await submit(server, GOOD, **{"X-Mock-Fault": "never_finish"}))["task_id"]
     server.clock.advance(10_000)
-    assert "response" not in await retrieve(server, task_id)
+    record = await retrieve(server, task_id)
+    assert "data" not in record["response"] and "finished_at" not in record
 
 
 async def test_poll_driven_lifecycle_finishes_after_two_polls() -> None:
     server = manual(lifecycle="polls")
     task_id = (await submit(server, GOOD))["task_id"]
-    seen = ["response" in await retrieve(server, task_id) for _ in range(4)]
+    seen = ["finished_at" in await retrieve(server, task_id) for _ in range(4)]
     assert seen == [False, False, True, True]
 
 
@@ -493,7 +495,7 @@ async def ndjson_lines(server: MockServer, response: MockResponse, step: float) 
 
 
 async def test_ndjson_truncate_fault_ends_the_stream_without_its_last_line() -> None:
-    server = manual()
+    server = manual(options={"ndjson": "progress"})
     headers = {**AUTH, "Accept": "application/x-ndjson", "X-Mock-Fault": "truncate:1"}
     response = await server.request("POST", IMAGES, json={**GOOD, "async": False}, headers=headers)
     lines = await ndjson_lines(server, response, 200)
@@ -501,7 +503,7 @@ async def test_ndjson_truncate_fault_ends_the_stream_without_its_last_line() -> 
 
 
 async def test_ndjson_that_never_finishes_ends_with_a_504_line() -> None:
-    server = manual()
+    server = manual(options={"ndjson": "progress"})
     headers = {**AUTH, "Accept": "application/x-ndjson", "X-Mock-Fault": "never_finish"}
     response = await server.request("POST", IMAGES, json={**GOOD, "async": False}, headers=headers)
     lines = await ndjson_lines(server, response, 10)

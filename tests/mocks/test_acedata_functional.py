@@ -135,6 +135,68 @@ async def test_sdk_sync_mode_gets_a_finished_handle(serve_mock) -> None:  # type
         assert image_size((await http.get(url)).content) == (1024, 1024)
 
 
+@pytest.mark.parametrize("pending_record", ["stub", "absent"])
+async def test_sdk_edit_and_callback_flows_wait_for_the_generated_images(
+    serve_mock, receiver: Any, pending_record: str,  # type: ignore[no-untyped-def]
+) -> None:
+    # The SDK reads any http *_url of a pending record as its result (quirk
+    # sdk-pending-record-with-url-fields): the default stub record keeps it waiting.
+    running = await serve_mock("acedata", time_scale=2000, seed=4,
+                               options={"pending_record": pending_record})
+    source = "https://example.com/input.png"
+    async with AsyncAceDataCloud(api_token=TOKEN, base_url=running.url) as client:
+        edit = await client.flux.generate(
+            size="1:1", action="edit", prompt="make it blue", model="flux-kontext-pro",
+            image_url=source, wait=True, poll_interval=0.02,
+        )
+        called = await client.flux.generate(
+            size="512x512", action="generate", prompt="a lighthouse", callback_url=receiver.url,
+            wait=True, poll_interval=0.02,
+        )
+    generated = f"{running.url}/images/"
+    if pending_record == "stub":
+        [edited] = edit.urls()
+        [image] = called.urls()
+        assert edited.startswith(generated) and image.startswith(generated)
+        async with httpx.AsyncClient() as http:
+            assert image_size((await http.get(edited)).content) == (1024, 1024)
+            assert image_size((await http.get(image)).content) == (512, 512)
+    else:  # Nexior's reading: the SDK "finishes" at once with the echoed input and callback URLs
+        assert edit.urls() == [source] and called.urls() == [receiver.url]
+
+
+async def test_sdk_transport_reads_an_ndjson_answer_as_one_document(serve_mock) -> None:  # type: ignore[no-untyped-def]
+    running = await serve_mock("acedata", time_scale=2000, seed=4)
+    body = {"action": "generate", "prompt": "x", "size": "512x512"}
+
+    def call() -> dict[str, Any]:
+        with AceDataCloud(api_token=TOKEN, base_url=running.url) as client:
+            answer: dict[str, Any] = client._transport.request(
+                "POST", "/flux/images", json=body, extra_headers={"accept": "application/x-ndjson"})
+            return answer
+
+    answer = await asyncio.to_thread(call)
+    assert answer["success"] is True and len(answer["data"]) == 1
+
+
+@pytest.mark.parametrize("ndjson", ["final", "progress"])
+async def test_sdk_request_stream_reads_sse_events(serve_mock, ndjson: str) -> None:  # type: ignore[no-untyped-def]
+    running = await serve_mock("acedata", time_scale=2000, seed=4, options={"ndjson": ndjson})
+    body = {"action": "generate", "prompt": "x", "size": "512x512"}
+
+    def call() -> list[str]:
+        with AceDataCloud(api_token=TOKEN, base_url=running.url) as client:
+            return list(client._transport.request_stream("POST", "/flux/images", json=body))
+
+    events = [json.loads(data) for data in await asyncio.to_thread(call)]
+    assert events, "request_stream yielded nothing: the answer has no `data:` lines"
+    assert events[-1]["success"] is True and len(events[-1]["data"]) == 1
+    assert all("progress" in event for event in events[:-1])
+    assert (len(events) == 1) == (ndjson == "final")
+    [exchange] = running.server.journal.entries()
+    assert exchange.response_headers["Content-Type"].startswith("text/event-stream")
+
+
 SDK_ERRORS = [
     (400, "bad_request", ace_errors.ValidationError),
     (400, "token_mismatched", ace_errors.TokenMismatchError),
@@ -188,7 +250,8 @@ async def test_sdk_real_triggers_map_to_exceptions(serve_mock) -> None:  # type:
             await client.flux.generate(size="1024x1024", action="edit", prompt="x", model="flux-dev",
                                        image_url="https://e.com/a.png")
         handle = await client.flux.generate(size="1024x1024", action="generate", prompt="x")
-        assert "response" not in await client.tasks.get(handle.id, service="flux")
+        pending = await client.tasks.get(handle.id, service="flux")
+        assert pending["response"] == {"success": True, "task_id": handle.id}
         with pytest.raises(ace_errors.APIError) as info:
             await client.tasks.get("no-such-task", service="flux")
         assert info.value.status_code == 404
@@ -300,7 +363,7 @@ async def test_failed_task_callback_carries_the_error(serve_mock, receiver: Any)
 
 
 async def test_ndjson_lines_arrive_one_by_one_as_written(serve_mock) -> None:  # type: ignore[no-untyped-def]
-    running = await serve_mock("acedata", clock="manual", seed=9)
+    running = await serve_mock("acedata", clock="manual", seed=9, options={"ndjson": "progress"})
     clock = running.server.clock
     headers = {"Authorization": "Bearer k", "Accept": "application/x-ndjson"}
     body = {"action": "generate", "prompt": "stream", "size": "512x512"}
@@ -327,8 +390,8 @@ async def test_ndjson_lines_arrive_one_by_one_as_written(serve_mock) -> None:  #
     assert validator is not None and validator.issues(last) == []
 
 
-async def test_ndjson_final_only_option_and_async_single_line(serve_mock) -> None:  # type: ignore[no-untyped-def]
-    running = await serve_mock("acedata", clock="manual", options={"ndjson": "final"})
+async def test_ndjson_is_one_final_line_by_default_and_async_single_line(serve_mock) -> None:  # type: ignore[no-untyped-def]
+    running = await serve_mock("acedata", clock="manual")
     headers = {"Authorization": "Bearer k", "Accept": "application/x-ndjson"}
     async with httpx.AsyncClient() as http:
         async with http.stream("POST", f"{running.url}/flux/images", headers=headers,

@@ -16,8 +16,8 @@ AUTH = {"Authorization": "Bearer k"}
 def state_of(record: dict[str, Any]) -> str:
     """The implicit state of a task record, as the reference describes it."""
     response = record.get("response")
-    if not response:
-        return "pending"
+    if not response or not ("data" in response or "error" in response):
+        return "pending"  # no response, or the stub {"success": true, "task_id"} (the default)
     return "succeeded" if response.get("success") else "failed"
 
 
