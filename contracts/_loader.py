@@ -174,6 +174,7 @@ def load(provider: str) -> Contract:
             f"{folder / 'behaviour.yaml'}: provider: {raw['provider']!r} is not its folder's name {name!r}"
         )
     behaviour = _behaviour(name, raw, folder / "behaviour.yaml")
+    _check_variants(folder / "behaviour.yaml", behaviour)
     scenarios_raw = _yaml_file(folder / "scenarios.yaml") or {}
     _check(folder / "scenarios.yaml", scenarios_raw, _scenarios_validator())
     scenarios = tuple(_scenario(s) for s in scenarios_raw.get("scenarios", []))
@@ -200,6 +201,20 @@ def _check_applicable(
                 raise ContractError(
                     f"{path}: scenarios[{i}].faults[{j}]: fault {name!r} does not apply to {provider}"
                     f" ({not_applicable[name]}; behaviour.yaml faults.not_applicable)"
+                )
+
+
+def _check_variants(path: Path, behaviour: Behaviour) -> None:
+    """An alias's option defaults must name declared options and valid values."""
+    for alias in behaviour.aliases:
+        for name, value in (behaviour.variant(alias).get("options") or {}).items():
+            where = f"{path}: aliases.{alias}.options.{name}"
+            if name not in behaviour.options:
+                known = ", ".join(behaviour.options) or "none"
+                raise ContractError(f"{where}: no such option; options: {known}")
+            if str(value) not in behaviour.options[name].choices:
+                raise ContractError(
+                    f"{where}: {value!r} is not one of {', '.join(behaviour.options[name].choices)}"
                 )
 
 

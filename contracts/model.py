@@ -201,6 +201,14 @@ class Behaviour:
     quirks: tuple[Quirk, ...]
     raw: Mapping[str, Any]
 
+    def variant(self, name: str) -> dict[str, Any]:
+        """What ``aliases: {<name>: {...}}`` changes when the provider is asked for by that alias
+        (option defaults, hosts, provider data); {} for the provider id or a plain alias."""
+        declared = self.raw.get("aliases")
+        if not isinstance(declared, Mapping):
+            return {}
+        return dict(declared.get(name) or {})
+
 
 @dataclass(frozen=True)
 class Expectation:

@@ -1,13 +1,18 @@
 """yunyx (SiliconFlow-style) ``POST /v1/images/generations``: one synchronous call.
 
-Seed 003 (yunyx 文生图模型接口) and shared/reference/providers.md §4. The answer carries
-S3-style presigned links that work for one hour of provider time; the raw JSON is written as
-Go writes it, so the links' ``&`` reach the client as ``\\u0026`` (quirk url-ampersand-escaped).
-Error bodies differ by status: objects for 400/429/500/503, bare JSON strings otherwise.
+Seed 003 (yunyx 文生图模型接口) and shared/reference/providers.md §4 and §6. The answer carries
+``images[]`` (the seed) and, as captured SiliconFlow answers do, ``data[]``, ``created`` and
+``shared_id``. Its links are Aliyun-OSS-style signed URLs (``/outputs/<uuid>_<i>.png?
+OSSAccessKeyId=...&Expires=<created+3600>&Signature=...``; option links=s3: S3-style presigned)
+that work for one hour of provider time; the raw JSON is written as Go writes it, so the links'
+``&`` reach the client as ``\\u0026`` (quirk url-ampersand-escaped). Error bodies differ by status:
+objects for 400/429/500/503, bare JSON strings otherwise. Started as ``siliconflow`` (the
+contract's ``aliases.siliconflow``), it takes SiliconFlow's own models, sizes and error codes.
 """
 
 from __future__ import annotations
 
+import base64
 import calendar
 import json
 import math
@@ -58,8 +63,9 @@ class YunyxProvider(Provider):
     async def generate(self, request: MockRequest, call: Call) -> MockResponse:
         raw = self.contract.behaviour.raw
         body = call.body  # checked by the engine with refuse() below
-        model = body.get("model", raw["default_model"])
-        low, high = raw["models"][model]["inference"]
+        models = self.setting("models")
+        model = body.get("model", self.setting("default_model"))
+        low, high = models[model]["inference"]
         # A synchronous call is a task the answer waits for: the engine applies its faults.
         generation = call.new_task({}, phases=[("generating", call.rng.uniform(float(low), float(high)))],
                                    keep=False)
@@ -70,22 +76,32 @@ class YunyxProvider(Provider):
             return self.error(request, 504)
         if generation.failure is not None:
             return self.error(request, int(raw["failure"]["status"]))
-        seed = body.get("seed", call.rng.randrange(0, 10_000_000_000))
-        width, height = (int(v) for v in body.get("image_size", raw["default_image_size"]).split("x"))
+        seed = int(body.get("seed", call.rng.randrange(0, 10_000_000_000)))
+        width, height = (int(v) for v in body.get("image_size", self._sizes(model)[0]).split("x"))
+        created = int(call.now)
         issued, _ = call.link_times()
         images = [
             {"url": self._link(request, ImageSpec.of(width, height, prompt=body["prompt"], seed=seed,
                                                       index=i), issued)}
             for i in range(int(body.get("batch_size", 1)))
         ]
-        result = {"images": images, "timings": {"inference": round(inference, 3)}, "seed": seed}
+        result: dict[str, Any] = {"images": images}
+        if self.option("response_body") == "captured":
+            # [V-3p] captured SiliconFlow answers: data[] (what the openai SDK reads), created, shared_id.
+            result["data"] = [dict(image) for image in images]
+        result |= {"timings": {"inference": round(inference, 3)}, "seed": seed}
+        if self.option("response_body") == "captured":
+            result |= {"shared_id": "0", "created": created}
         return MockResponse.raw(go_json(result), 200, JSON_TYPE, self._headers())
 
     @route("GET", "/outputs/{name}", operation="getImageFile", auth=False)
     @route("HEAD", "/outputs/{name}", operation="headImageFile", auth=False)
     async def download(self, request: MockRequest, call: Call) -> MockResponse:
-        """An S3-style presigned link (operationId getImageFile: the engine reserves downloadImage
-        for its own image route): signature checked, expired one hour after issue [I]."""
+        """A signed link (operationId getImageFile: the engine reserves downloadImage for its own
+        image route), OSS- or S3-style by its query: signature checked, expired one hour after
+        issue [I]. Both styles are served whatever option links says, so a link stays good."""
+        if "X-Amz-Signature" not in request.query and "X-Amz-Algorithm" not in request.query:
+            return self._download_oss(request, call)
         token, _, ext = request.params["name"].rpartition(".")
         query = request.query
         names = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
@@ -138,17 +154,21 @@ class YunyxProvider(Provider):
         if body.error is not None:
             return self.error(request, 400, data=str(body.error))
         assert body.data is not None
-        raw = self.contract.behaviour.raw
-        default = raw["default_model"] if self.option("model_required") == "false" else None
+        models = self.setting("models")
+        default = self.setting("default_model") if self.option("model_required") == "false" else None
         model = body.data.get("model", default)
         if model is None:
             return self.error(request, 400, data="model is required")
-        if isinstance(model, str) and model not in raw["models"]:
+        if isinstance(model, str) and model not in models:
             return self._unknown_model(request)
-        if body.issues:
-            issue = body.issues[0]
-            field = issue.path.removeprefix("$").lstrip(".") or "body"
-            return self.error(request, 400, data=f"{field}: {issue.message}")
+        size_problem = self._size_problem(model, body.data) if isinstance(model, str) else None
+        # image_size is checked against the model's own sizes (the alias's differ), not the schema's enum.
+        issues = [i for i in body.issues if not i.path.startswith("$.image_size")]
+        if issues:
+            field = issues[0].path.removeprefix("$").lstrip(".") or "body"
+            return self.error(request, 400, data=f"{field}: {issues[0].message}")
+        if size_problem is not None:
+            return self.error(request, 400, data=size_problem)
         return None
 
     def auth_error(self, request: MockRequest, reason: str) -> MockResponse:
@@ -161,10 +181,25 @@ class YunyxProvider(Provider):
         return self.error(request, 503)
 
     def _unknown_model(self, request: MockRequest) -> MockResponse:
-        known = self.contract.behaviour.raw["unknown_model"]
+        known = self.setting("unknown_model")
         if self.option("unknown_model") == "400":
             return self.error(request, 400, known["code"], known["message"])
         return self.error(request, 404, message=known["message"])
+
+    # --- sizes ------------------------------------------------------------------------
+
+    def _sizes(self, model: str) -> list[str]:
+        """The sizes a model takes, the first its default: its own list, else the provider's."""
+        sizes: list[str] = self.setting("models")[model].get("sizes") or self.setting("image_sizes")
+        return sizes
+
+    def _size_problem(self, model: str, body: dict[str, Any]) -> str | None:
+        if "image_size" not in body:
+            return None
+        size, sizes = body["image_size"], self._sizes(model)
+        if isinstance(size, str) and size in sizes:
+            return None
+        return f"image_size: {size!r} is not one of {sizes!r} ({model})"
 
     # --- links -----------------------------------------------------------------------
 
@@ -172,7 +207,56 @@ class YunyxProvider(Provider):
         return self.server.signer.hex(f"{token}\n{date}\n{expires}")
 
     def _link(self, request: MockRequest, spec: ImageSpec, issued: float) -> str:
-        """A presigned link valid ``retention.image_url`` seconds from ``issued`` (provider time)."""
+        """A signed link valid ``retention.image_url`` seconds from ``issued`` (provider time)."""
+        if self.option("links") == "oss":
+            return self._oss_link(request, spec, issued)
+        return self._s3_link(request, spec, issued)
+
+    def _oss_link(self, request: MockRequest, spec: ImageSpec, issued: float) -> str:
+        """``/outputs/<uuid>_<i>.png?OSSAccessKeyId=&Expires=&Signature=`` as captured [V-3p].
+
+        The uuid holds the image's spec, so no image is stored; ``Expires`` (epoch seconds) is
+        the expiry, and ``Signature`` (HMAC-SHA1 over OSS's string to sign [I]) covers both.
+        """
+        lifetime = int(self.link_lifetime() or 3600)
+        expires = str(int(issued) + lifetime)
+        name = f"{_pack(spec)}_{spec.index}{spec.extension}"
+        query = "&".join([
+            f"OSSAccessKeyId={self._oss_key_id()}",
+            f"Expires={expires}",
+            f"Signature={quote(self._oss_signature(name, expires), safe='')}",
+        ])
+        path = self.contract.behaviour.raw["links"]["path"]
+        return request.url(f"{path}{name}?{query}")
+
+    def _oss_key_id(self) -> str:
+        return "LTAI5t" + hashlib.sha256(b"oss-key-id" + self.server.secret).hexdigest()[:18]
+
+    def _oss_signature(self, name: str, expires: str) -> str:
+        bucket = self.contract.behaviour.raw["links"]["bucket"]
+        text = f"GET\n\n\n{expires}\n/{bucket}/outputs/{name}".encode(errors="surrogatepass")
+        return base64.b64encode(hmac.new(self.server.secret, text, hashlib.sha1).digest()).decode()
+
+    def _download_oss(self, request: MockRequest, call: Call) -> MockResponse:
+        query, name = request.query, request.params["name"]
+        if any(n not in query for n in ("OSSAccessKeyId", "Expires", "Signature")):
+            return _s3_error("AccessDenied", "AccessKeyId, Expires and Signature are required in the query.")
+        given = query["Signature"].encode(errors="surrogatepass")
+        expected = self._oss_signature(name, query["Expires"]).encode()
+        if query["OSSAccessKeyId"] != self._oss_key_id() or not hmac.compare_digest(given, expected):
+            return _s3_error("SignatureDoesNotMatch",
+                             "The request signature we calculated does not match the signature you provided.")
+        if not query["Expires"].isdigit() or call.now > int(query["Expires"]):
+            return _s3_error("AccessDenied", "Request has expired")
+        spec = _unpack(name)
+        if spec is None:
+            return _s3_error("NoSuchKey", "The specified key does not exist.", 404)
+        image = render(spec)
+        return MockResponse.raw(b"" if request.method == "HEAD" else image, 200, spec.content_type,
+                                {"Content-Length": str(len(image))})
+
+    def _s3_link(self, request: MockRequest, spec: ImageSpec, issued: float) -> str:
+        """An S3-style presigned link (option links=s3) [I]."""
         lifetime = int(self.link_lifetime() or 3600)
         token = self.server.images.issue(spec, expires_at=issued + lifetime)
         date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(issued))
@@ -194,6 +278,42 @@ class YunyxProvider(Provider):
 
     def _headers(self) -> dict[str, str]:
         return {TRACE_HEADER: self._trace()}
+
+
+_PACK = ((13, "width"), (13, "height"), (34, "seed"), (48, "hash"))  # 108 bits in a uuid's 120
+
+
+def _pack(spec: ImageSpec) -> str:
+    """A uuid-shaped name (version 4, variant 8) whose free bits hold a PNG's width, height,
+    seed and prompt hash: the link's file name is the image's whole description."""
+    number = 0
+    values = {"width": spec.width, "height": spec.height, "seed": spec.seed,
+              "hash": int(spec.prompt_hash, 16)}
+    for bits, key in _PACK:
+        number = (number << bits) | (values[key] & ((1 << bits) - 1))
+    h = f"{number:030x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[12:15]}-8{h[15:18]}-{h[18:]}"
+
+
+def _unpack(name: str) -> ImageSpec | None:
+    """The spec a ``<uuid>_<i>.png`` name stands for, or None when it is no such name."""
+    stem, _, ext = name.rpartition(".")
+    uid, _, index = stem.rpartition("_")
+    h = uid.replace("-", "")
+    if ext != "png" or not index.isdigit() or len(h) != 32 or h[12] != "4" or h[16] != "8":
+        return None
+    try:
+        number = int(h[:12] + h[13:16] + h[17:], 16)
+    except ValueError:
+        return None
+    values: dict[str, int] = {}
+    for bits, key in reversed(_PACK):
+        values[key] = number & ((1 << bits) - 1)
+        number >>= bits
+    if not (1 <= values["width"] <= 4096 and 1 <= values["height"] <= 4096):
+        return None
+    return ImageSpec(values["width"], values["height"], "png", values["seed"], int(index),
+                     f"{values['hash']:012x}")
 
 
 def _parse_amz_date(date: str) -> float:

@@ -27,12 +27,14 @@ def _providers(values: tuple[str, ...]) -> list[str]:
                 chosen.extend(contracts.available())
                 continue
             try:
-                chosen.append(contracts.canonical(part))
+                provider = contracts.canonical(part)
             except contracts.ContractError as exc:
                 raise click.BadParameter(str(exc), param_hint="--provider") from None
-            if chosen[-1] not in contracts.available():
+            # An alias is kept: a mock started under one may serve that alias's own variant.
+            chosen.append(part.lower() if part.lower() in contracts.aliases() else provider)
+            if provider not in contracts.available():
                 raise click.BadParameter(
-                    f"{chosen[-1]} has no contract in this installation; available: "
+                    f"{provider} has no contract in this installation; available: "
                     + ", ".join(contracts.available()),
                     param_hint="--provider",
                 )

@@ -101,7 +101,18 @@ class Provider(ABC):
     def option(self, name: str) -> str:
         return self.server.option(name)
 
+    def setting(self, key: str) -> Any:
+        """A provider-specific value of ``behaviour.yaml``: the alias's own when the mock was
+        started under an alias whose section sets ``key`` (``MockServer("siliconflow")``)."""
+        if key in self.server.variant:
+            return self.server.variant[key]
+        return self.contract.behaviour.raw[key]
+
     def error_spec(self, status: int) -> ErrorSpec:
+        own = (self.server.variant.get("errors") or {}).get(status)
+        if own is not None:
+            return ErrorSpec(status, own.get("code"), str(own.get("message", "")),
+                             str(own.get("meaning", "")))
         spec = self.contract.behaviour.errors.get(status)
         if spec is None:
             return ErrorSpec(status, None, f"HTTP {status}", "")

@@ -65,8 +65,9 @@ class Served:
     tls: TLSMaterial | None = None
 
     def url(self, provider: str, role: str | None = None) -> str:
+        names = {provider} | {s.name for s in self.servers if s.provider_id == provider}
         for item in self.listeners:
-            if item.provider == provider and (item.role == role or (role is None and item.primary)):
+            if item.provider in names and (item.role == role or (role is None and item.primary)):
                 return item.url
         raise KeyError(f"{provider} {role or ''} is not served")
 
@@ -127,7 +128,9 @@ async def start(
     try:
         for server in servers:
             for index, role in enumerate(server.roles):
-                port = (ports or {}).get(server.provider_id, 0) if index == 0 else 0
+                # Keyed by the name it was asked for (an alias) or by its provider id.
+                wanted = ports or {}
+                port = wanted.get(server.name, wanted.get(server.provider_id, 0)) if index == 0 else 0
                 # handler_cancellation: a client that drops its connection mid-stream cancels
                 # the stream at once (a waiting stream would otherwise live until its next write,
                 # forever on a manual clock).
@@ -146,7 +149,7 @@ async def start(
                 url = await bind(runner, host, port, ssl_context=tls.context if tls else None,
                                  what=server.provider_id)
                 served.runners.append(runner)
-                served.listeners.append(Listener(server.provider_id, role, url, index == 0))
+                served.listeners.append(Listener(server.name, role, url, index == 0))
     except BaseException:
         await served.close()
         raise

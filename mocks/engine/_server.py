@@ -218,6 +218,11 @@ class MockServer:
         self.contract: Contract = contracts.load(provider)
         self.provider_id = self.contract.provider
         behaviour = self.contract.behaviour
+        #: The name the mock was asked for: the provider id, or one of its contract's aliases.
+        self.name = provider.strip().lower()
+        #: What the contract's ``aliases.<name>`` section changes for this alias ({} otherwise):
+        #: option defaults, hosts, and provider data read through ``Provider.setting()``.
+        self.variant: dict[str, Any] = behaviour.variant(self.name)
         if isinstance(clock, str) or clock is None:
             kind = clock or ("scaled" if time_scale != 1.0 else "real")
             clock = make_clock(kind, time_scale)
@@ -264,6 +269,8 @@ class MockServer:
     def _options(self, given: Mapping[str, str]) -> dict[str, str]:
         declared = self.contract.behaviour.options
         out = {name: opt.default for name, opt in declared.items()}
+        # An alias's own defaults (the contract checked their names and values when it loaded).
+        out.update({name: str(value) for name, value in (self.variant.get("options") or {}).items()})
         for name, value in given.items():
             name = name.split(".", 1)[1] if name.startswith(self.provider_id + ".") else name
             if name not in declared:
@@ -609,6 +616,7 @@ class MockServer:
         )
 
     def base_url_for(self, role: str) -> str | None:
-        """The provider's real URL for a role (respx mounts the mock there)."""
-        return self.contract.behaviour.hosts.get(role)
+        """The provider's real URL for a role (respx mounts the mock there), the alias's own if it has one."""
+        hosts = self.variant.get("hosts") or {}
+        return hosts.get(role) or self.contract.behaviour.hosts.get(role)
 

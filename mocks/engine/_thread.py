@@ -72,7 +72,7 @@ class ServeThread:
 
     def server(self, provider: str) -> MockServer:
         for server in self.servers:
-            if server.provider_id == provider:
+            if provider in (server.provider_id, server.name):
                 return server
         raise KeyError(provider)
 

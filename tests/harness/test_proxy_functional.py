@@ -130,7 +130,7 @@ async def test_the_proxy_command_never_prints_or_records_the_key(serve_mock, tmp
 
 
 async def test_ndjson_passes_through_line_by_line(serve_mock) -> None:
-    running = await serve_mock("acedata", clock="manual", seed=1)
+    running = await serve_mock("acedata", clock="manual", seed=1, options={"ndjson": "progress"})
     proxy = ValidatingProxy("acedata", running.url)
     url = await proxy.start()
     try:

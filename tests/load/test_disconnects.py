@@ -90,7 +90,10 @@ async def _settled(servers: list[MockServer], baseline: int, timeout: float = 10
 
 @pytest.mark.timeout(60)
 async def test_a_thousand_mid_stream_disconnects_leave_nothing_behind() -> None:
-    servers = [MockServer(p, clock="manual", seed=3, journal_size=5_000) for p in OPENERS]
+    # AceData with progress lines (option ndjson=progress): a stream that is under way.
+    servers = [MockServer(p, clock="manual", seed=3, journal_size=5_000,
+                          options={"ndjson": "progress"} if p == "acedata" else None)
+               for p in OPENERS]
     served = await start(servers, ports={p: 0 for p in OPENERS})
     try:
         urls = {name: served.url(name, role) for name, (_, role) in OPENERS.items()}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -28,6 +30,9 @@ SEED_BODY = {
     "prompt_enhancement": True,
 }
 SIZES = contracts.load("yunyx").behaviour.raw["image_sizes"]
+
+
+S3 = {"links": "s3"}
 
 
 def manual(**kwargs: Any) -> MockServer:
@@ -100,12 +105,15 @@ def test_scenarios_parse_and_their_requests_fit_the_schema_unless_meant_to_fail(
 # --- the seed's request, and the answer --------------------------------------------------
 
 
-async def test_seed_request_answers_images_timings_seed() -> None:
+async def test_seed_request_answers_images_and_the_captured_keys() -> None:
     server = manual()
     response = await generate(server, SEED_BODY)
     body = check(response, 200)
-    assert set(body) == {"images", "timings", "seed"}
-    assert len(body["images"]) == 1
+    assert set(body) == {"images", "data", "timings", "seed", "shared_id", "created"}
+    assert len(body["images"]) == 1 and body["data"] == body["images"]
+    assert body["shared_id"] == "0" and body["created"] == int(server.clock.now())
+    expires = dict(parse_qsl(urlsplit(body["images"][0]["url"]).query))["Expires"]
+    assert int(expires) == body["created"] + 3600  # [V-3p] Expires = created + 3600
     assert 1.0 <= body["timings"]["inference"] <= 3.0  # FLUX.1-schnell's drawn inference time
     assert 0 <= body["seed"] <= 9_999_999_999
     assert response.headers["x-siliconcloud-trace-id"]
@@ -114,10 +122,26 @@ async def test_seed_request_answers_images_timings_seed() -> None:
     assert Image.open(io.BytesIO(bytes(image.body))).size == (1024, 1024)
 
 
-async def test_raw_body_writes_ampersands_as_u0026() -> None:
+async def test_response_body_seed_option_sends_the_seeds_keys_only() -> None:
+    body = check(await generate(manual(options={"response_body": "seed"}), SEED_BODY), 200)
+    assert set(body) == {"images", "timings", "seed"}
+
+
+async def test_oss_links_by_default() -> None:
     raw = bytes((await generate(manual(), SEED_BODY)).body)  # type: ignore[arg-type]
     assert b"&" not in raw
-    assert raw.count(b"\\u0026") == 5  # six X-Amz-* parameters joined by five &
+    assert raw.count(b"\\u0026") == 4  # two links (images, data), each with three parameters
+    url = json.loads(raw)["images"][0]["url"]
+    parts = urlsplit(url)
+    name = parts.path.removeprefix("/outputs/")
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-8[0-9a-f]{3}-[0-9a-f]{12}_0\.png", name)
+    assert list(dict(parse_qsl(parts.query))) == ["OSSAccessKeyId", "Expires", "Signature"]
+
+
+async def test_raw_body_writes_ampersands_as_u0026() -> None:
+    raw = bytes((await generate(manual(options=S3), SEED_BODY)).body)  # type: ignore[arg-type]
+    assert b"&" not in raw
+    assert raw.count(b"\\u0026") == 10  # six X-Amz-* parameters joined by five &, in two links
     url = json.loads(raw)["images"][0]["url"]
     query = dict(parse_qsl(urlsplit(url).query))
     assert set(query) == {"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
@@ -274,18 +298,27 @@ async def test_expired_url_fault_gives_links_already_expired() -> None:
 
 
 @pytest.mark.parametrize(
-    ("tamper", "status", "code"),
+    ("options", "tamper", "status", "code"),
     [
-        pytest.param(lambda q: q.update({"X-Amz-Expires": "999999"}), 403, "SignatureDoesNotMatch",
-                     id="extended-expiry"),
-        pytest.param(lambda q: q.update({"X-Amz-Signature": "00"}), 403, "SignatureDoesNotMatch",
-                     id="bad-signature"),
-        pytest.param(lambda q: q.pop("X-Amz-Signature"), 403, "AccessDenied", id="no-signature"),
-        pytest.param(lambda q: q.clear(), 403, "AccessDenied", id="query-dropped"),
+        pytest.param(S3, lambda q: q.update({"X-Amz-Expires": "999999"}), 403, "SignatureDoesNotMatch",
+                     id="s3-extended-expiry"),
+        pytest.param(S3, lambda q: q.update({"X-Amz-Signature": "00"}), 403, "SignatureDoesNotMatch",
+                     id="s3-bad-signature"),
+        pytest.param(S3, lambda q: q.pop("X-Amz-Signature"), 403, "AccessDenied", id="s3-no-signature"),
+        pytest.param(S3, lambda q: q.clear(), 403, "AccessDenied", id="s3-query-dropped"),
+        pytest.param({}, lambda q: q.update({"Expires": str(int(q["Expires"]) + 86400)}), 403,
+                     "SignatureDoesNotMatch", id="oss-extended-expiry"),
+        pytest.param({}, lambda q: q.update({"Signature": "AAAA"}), 403, "SignatureDoesNotMatch",
+                     id="oss-bad-signature"),
+        pytest.param({}, lambda q: q.update({"OSSAccessKeyId": "LTAI5tother"}), 403,
+                     "SignatureDoesNotMatch", id="oss-other-key"),
+        pytest.param({}, lambda q: q.pop("Signature"), 403, "AccessDenied", id="oss-no-signature"),
+        pytest.param({}, lambda q: q.clear(), 403, "AccessDenied", id="oss-query-dropped"),
     ],
 )
-async def test_tampered_links_are_refused(tamper: Any, status: int, code: str) -> None:
-    server = manual()
+async def test_tampered_links_are_refused(options: dict[str, str], tamper: Any, status: int,
+                                          code: str) -> None:
+    server = manual(options=options)
     url = check(await generate(server, SEED_BODY), 200)["images"][0]["url"]
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
@@ -303,7 +336,7 @@ async def test_a_link_read_with_the_escape_left_in_fails() -> None:
 
 
 async def test_unknown_key_and_wrong_extension_are_404_no_such_key() -> None:
-    server = manual()
+    server = manual(options=S3)
     url = check(await generate(server, SEED_BODY), 200)["images"][0]["url"]
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
@@ -402,3 +435,31 @@ async def test_malformed_fault_answers_broken_json() -> None:
     response = await generate(manual(), SEED_BODY, **{"X-Mock-Fault": "malformed"})
     with pytest.raises(json.JSONDecodeError):
         json.loads(bytes(response.body))  # type: ignore[arg-type]
+
+
+async def test_siliconflow_alias_is_the_contracts_variant() -> None:
+    # aliases.siliconflow in behaviour.yaml: option defaults, host, models and the 400 code.
+    server = MockServer("siliconflow", clock="manual", seed=1)
+    assert (server.name, server.provider_id) == ("siliconflow", "yunyx")
+    assert server.options["unknown_model"] == "400" and server.options["model_required"] == "true"
+    assert server.base_url_for("api") == "https://api.siliconflow.cn"
+    body = check(await generate(server, {"model": "Qwen/Qwen-Image", "prompt": "x"}), 200)
+    image = await download(server, body["data"][0]["url"])
+    assert Image.open(io.BytesIO(bytes(image.body))).size == (1328, 1328)  # the model's first size
+    refused = check(await generate(server, {"model": "Qwen/Qwen-Image", "prompt": "x",
+                                            "image_size": "1024x1024"}), 400)
+    assert refused["code"] == 20012 and "1328x1328" in refused["data"]
+    # Given options still win over the alias's defaults.
+    assert MockServer("siliconflow", options={"unknown_model": "404"}).options["unknown_model"] == "404"
+
+
+def test_an_alias_option_default_must_be_declared(tmp_path: Any) -> None:
+    from imagegen_conformance.contracts import ContractError, Option
+    from imagegen_conformance.contracts._loader import _check_variants
+
+    behaviour = contracts.load("yunyx").behaviour
+    raw = {**behaviour.raw, "aliases": {"other": {"options": {"links": "ftp"}}}}
+    broken = dataclasses.replace(behaviour, raw=raw, aliases=("other",))
+    with pytest.raises(ContractError, match=r"aliases\.other\.options\.links: 'ftp' is not one of oss, s3"):
+        _check_variants(tmp_path / "behaviour.yaml", broken)
+    assert isinstance(behaviour.options["links"], Option)

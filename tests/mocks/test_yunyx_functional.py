@@ -59,9 +59,9 @@ def test_seed_requests_snippet_against_serve(serve_cli: Any, tmp_path: Path) -> 
     name, base = proc.readline().split()
     assert name == "yunyx"
     result = ast.literal_eval(run_seed_snippet(base, tmp_path))  # print() of a dict
-    assert set(result) == {"images", "timings", "seed"}
+    assert set(result) == {"images", "data", "timings", "seed", "shared_id", "created"}
     [image] = result["images"]
-    assert "&X-Amz-Signature=" in image["url"]  # requests decoded \u0026 back to &
+    assert "&Expires=" in image["url"] and "&Signature=" in image["url"]  # requests decoded \u0026
     download = requests.get(image["url"], timeout=10)
     assert download.status_code == 200 and download.headers["Content-Type"] == "image/png"
     assert image_size(download.content) == (1024, 1024)
@@ -72,7 +72,7 @@ def test_seed_requests_snippet_against_serve(serve_cli: Any, tmp_path: Path) -> 
          "-H", "Content-Type: application/json", "-d", '{"prompt": "x"}'],
         check=True, capture_output=True, timeout=20,
     ).stdout
-    assert b"\\u0026X-Amz-Credential=" in raw and b"&" not in raw
+    assert b"\\u0026Expires=" in raw and b"&" not in raw
     assert proc.close() == 0
 
 
@@ -88,23 +88,56 @@ def test_seed_snippet_with_a_wrong_key_prints_the_bare_string(serve_cli: Any,
 # --- the openai package, pointed at the mock ---------------------------------------------
 
 
-async def test_openai_images_generate_with_extra_body(serve_mock) -> None:  # type: ignore[no-untyped-def]
-    running = await serve_mock("siliconflow", time_scale=100, seed=3)
+async def test_openai_images_generate_returns_data_and_created(serve_mock) -> None:  # type: ignore[no-untyped-def]
+    running = await serve_mock("yunyx", time_scale=100, seed=3)
     async with openai.AsyncOpenAI(base_url=running.url + "/v1", api_key="k") as client:
         result = await client.images.generate(
             model="stable-diffusion-3-5-large", prompt="a lighthouse",
             extra_body={"image_size": "576x1024", "seed": 42, "batch_size": 2},
         )
-    # The answer is not OpenAI's shape: `data` stays empty and the images are extra fields.
-    assert result.data is None
+    # [V-3p] captured SiliconFlow answers carry data[] and created, which the SDK reads.
+    assert result.data is not None and len(result.data) == 2
+    assert abs(result.created - running.server.clock.now()) < 60
     extra = result.model_extra or {}
-    assert extra["seed"] == 42 and len(extra["images"]) == 2
+    assert extra["seed"] == 42 and [i["url"] for i in extra["images"]] == [d.url for d in result.data]
     async with httpx.AsyncClient() as http:
-        for item in extra["images"]:
-            assert image_size((await http.get(item["url"])).content) == (576, 1024)
+        for item in result.data:
+            assert item.url is not None and "/outputs/" in item.url
+            download = await http.get(item.url)
+            assert download.headers["Content-Type"] == "image/png"
+            assert image_size(download.content) == (576, 1024)
     sent = json.loads(running.server.journal.entries()[0].request_body)
     assert sent == {"model": "stable-diffusion-3-5-large", "prompt": "a lighthouse",
                     "image_size": "576x1024", "seed": 42, "batch_size": 2}
+
+
+async def test_siliconflow_alias_takes_siliconflows_models_sizes_and_codes(serve_mock) -> None:  # type: ignore[no-untyped-def]
+    running = await serve_mock("siliconflow", time_scale=100, seed=3)
+    async with openai.AsyncOpenAI(base_url=running.url + "/v1", api_key="k") as client:
+        kolors = await client.images.generate(model="Kwai-Kolors/Kolors", prompt="a lighthouse",
+                                              extra_body={"image_size": "960x1280"})
+        flux = await client.images.generate(model="black-forest-labs/FLUX.1-schnell", prompt="x")
+        refusals = []
+        for kwargs in ({"model": "FLUX.1-schnell"},  # the seed's id is not SiliconFlow's
+                       {"model": "Kwai-Kolors/Kolors", "extra_body": {"image_size": "576x1024"}},
+                       {"extra_body": {"image_size": "1024x1024"}}):  # model is required
+            with pytest.raises(openai.BadRequestError) as info:
+                await client.images.generate(prompt="x", **kwargs)  # type: ignore[arg-type]
+            refusals.append(info.value.body)
+    assert kolors.data is not None and flux.data is not None
+    async with httpx.AsyncClient() as http:
+        assert kolors.data[0].url is not None and flux.data[0].url is not None
+        assert image_size((await http.get(kolors.data[0].url)).content) == (960, 1280)
+        assert image_size((await http.get(flux.data[0].url)).content) == (1024, 1024)
+    assert [body["code"] for body in refusals] == [20012, 20012, 20012]  # type: ignore[index]
+    assert refusals[0]["message"] == "Model does not exist. Please check it carefully."  # type: ignore[index]
+    assert "image_size" in refusals[1]["data"]  # type: ignore[index]
+    # The same sizes and ids under yunyx are the seed's refusals.
+    yunyx = await serve_mock("yunyx", clock="manual")
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(f"{yunyx.url}/v1/images/generations", headers={"Authorization": "Bearer k"},
+                                 json={"model": "Kwai-Kolors/Kolors", "prompt": "x"})
+    assert answer.status_code == 404
 
 
 async def test_openai_maps_each_error_to_its_exception(serve_mock) -> None:  # type: ignore[no-untyped-def]

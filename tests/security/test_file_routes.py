@@ -102,8 +102,9 @@ async def test_engine_image_links(serve_mock: Any) -> None:
     await _check_traversals(running.url, "/images/", server)
 
 
-async def test_yunyx_presigned_links(serve_mock: Any) -> None:
-    running = await serve_mock("yunyx", clock="manual", seed=22)
+@pytest.mark.parametrize(("links", "signature"), [("oss", "Signature"), ("s3", "X-Amz-Signature")])
+async def test_yunyx_presigned_links(serve_mock: Any, links: str, signature: str) -> None:
+    running = await serve_mock("yunyx", clock="manual", seed=22, options={"links": links})
     server = running.server
     job = asyncio.ensure_future(server.request(
         "POST", "/v1/images/generations", headers={"Authorization": "Bearer k"},
@@ -113,7 +114,7 @@ async def test_yunyx_presigned_links(serve_mock: Any) -> None:
 
     status, body = await _raw_get(running.url, link)
     assert status == 200 and body.startswith(b"\x89PNG")
-    tampered_status, tampered = await _raw_get(running.url, _tamper(link, "X-Amz-Signature"))
+    tampered_status, tampered = await _raw_get(running.url, _tamper(link, signature))
     assert tampered_status == 403 and b"SignatureDoesNotMatch" in tampered
     # Another object's name under this signature: refused too.
     swapped = link.replace(urlsplit(link).path, "/outputs/other.png")
