@@ -37,14 +37,16 @@ SECRET_HEADERS = frozenset(
 )
 SECRET_PARAMS = frozenset(
     {"key", "api_key", "apikey", "token", "access_token", "sign", "signature", "sig",
-     "x-amz-signature", "x-amz-credential", "x-amz-security-token", "nonce"}
+     "x-amz-signature", "x-amz-credential", "x-amz-security-token", "nonce",
+     "ossaccesskeyid"}  # Aliyun OSS signed links (yunyx): the key id, as X-Amz-Credential
 )
 
 # ``name=value`` with a secret name, wherever it stands: after ? or & in a URL, at the start of
 # a form body, inside a JSON string. The value stops at &, #, quotes, white space, angle
-# brackets or a backslash (yunyx escapes & as \u0026 in its JSON).
+# brackets or a backslash (yunyx escapes & as \u0026 in its JSON, so a name may follow "\u0026").
 _SECRET_IN_TEXT = re.compile(
-    r"(?i)(?<!\w)(" + "|".join(re.escape(p) for p in sorted(SECRET_PARAMS, key=len, reverse=True))
+    r"(?i)(?:(?<!\w)|(?<=\\u0026))("
+    + "|".join(re.escape(p) for p in sorted(SECRET_PARAMS, key=len, reverse=True))
     + r")=([^&#\s\"'\\<>]+)"
 )
 
