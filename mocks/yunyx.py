@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import calendar
+import hashlib
+import hmac
 import json
 import math
 import time
