@@ -42,6 +42,9 @@ CLIENT_OVERHEAD = 0.025
 #: The share of the shortest judged gap that the client's overhead may fill: the rest is margin
 #: for a machine whose load changes after :func:`machine_slowdown` measured it.
 PACING_SHARE = 0.7
+#: Requests a client may make within a scenario's deadline, each with CLIENT_OVERHEAD of real
+#: time, while staying within PACING_SHARE of it.
+DEADLINE_REQUESTS = 10
 #: The most a loaded machine slows the chosen scales (beyond it, runs would only crawl).
 MAX_SLOWDOWN = 5.0
 _RATE_LIMIT = re.compile(r"^rate_limit(?::([0-9.]+))?")
@@ -84,6 +87,11 @@ def timing_thresholds(contract: Contract, scenario: Scenario) -> list[float]:
 
             backoff = profile(contract.provider).retry_backoff_min
             out.append(backoff if backoff is not None else (polling.min_interval if polling else 1.0))
+    if scenario.expect.within_seconds and scenario.expect.outcome != "gives_up":
+        # A deadline is a sum of gaps: a client's overhead over DEADLINE_REQUESTS requests
+        # must not eat it, or a correct client's few retries look too slow (a give-up
+        # scenario's span is the client's own deadline, in the same frame: exempt).
+        out.append(scenario.expect.within_seconds / DEADLINE_REQUESTS)
     return [t for t in out if t > 0]
 
 
