@@ -29,6 +29,7 @@ from .engine import (
     MockRequest,
     MockResponse,
     Provider,
+    Route,
     Task,
     ndjson_line,
     refusal,
@@ -122,6 +123,21 @@ class AceDataProvider(Provider):
         found = found[offset : None if limit is None else offset + int(limit)]
         items = [self._record(t, call) for t in found]
         return MockResponse.json({"items": items, "count": len(items)})
+
+    def task_ids(self, request: MockRequest, route: Route) -> list[str] | None:
+        """Task ids travel in the body of ``/flux/tasks``: ``id``, ``ids``, or none (a listing)."""
+        if route.operation != "retrieveFluxTasks":
+            return []
+        try:
+            body = request.json_object()
+        except BodyError:
+            return []
+        if body.get("action") == "retrieve":
+            return [body["id"]] if isinstance(body.get("id"), str) else []
+        ids = body.get("ids")
+        if ids is None:
+            return None
+        return [i for i in ids if isinstance(i, str)] if isinstance(ids, list) else []
 
     # --- the provider's own answers ------------------------------------------------------
 

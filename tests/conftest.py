@@ -237,6 +237,94 @@ def probe_cli() -> Callable[..., Awaitable[Ran]]:
     return run_cli
 
 
+# --- a real redis-server for the shared store (CI installs the Debian package) ----------
+
+
+class RedisServer:
+    """``redis-server`` on a free loopback port in its own directory; ``stop()``/``start()``.
+
+    No persistence is configured (``--save '' --appendonly no``); ``stop(save=True)`` writes
+    the data set once (``SAVE``) before stopping, so ``start()`` finds it again: a restart that
+    keeps its data.
+    """
+
+    def __init__(self, directory: str) -> None:
+        import shutil
+        import socket
+
+        if shutil.which("redis-server") is None:
+            raise RuntimeError(
+                "redis-server is not installed; the shared-store tests need a real one "
+                "(Debian: apt-get install redis-server; .ci/run installs it)"
+            )
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        import redis
+
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", self.directory, "--dbfilename", "dump.rdb"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                return self
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
+                time.sleep(0.02)
+
+    def stop(self, *, save: bool = False) -> None:
+        import redis
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        if save:
+            redis.Redis(port=self.port, socket_timeout=5).save()
+        self.proc.terminate()  # with --save '' a SIGTERM writes nothing more
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def flush(self) -> None:
+        import redis
+
+        redis.Redis(port=self.port, socket_timeout=2).flushall()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One real redis-server for the session (fails loudly when redis-server is missing)."""
+    server = RedisServer(str(tmp_path_factory.mktemp("redis"))).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url
+
+
+@pytest.fixture
+def own_redis(tmp_path: Any) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, which the test may stop and start again."""
+    server = RedisServer(str(tmp_path)).start()
+    yield server
+    server.stop()
+
+
 # Hypothesis profiles: "default" keeps the suite fast; HYPOTHESIS_PROFILE=thorough digs deeper.
 settings.register_profile("default", max_examples=25, deadline=None, print_blob=True)
 settings.register_profile("ci", max_examples=25, deadline=None, print_blob=True, derandomize=True)

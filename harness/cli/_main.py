@@ -11,9 +11,10 @@ from typing import Any
 import click
 
 from imagegen_conformance import contracts
-from imagegen_conformance.mocks.engine import is_loopback
+from imagegen_conformance.mocks.engine import check_store, is_loopback
 
 from ._serve_cmd import ServeConfig, run_serve
+from ._workers import run_workers
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -136,6 +137,16 @@ def main() -> None:
               help="Answer from a recording (proxy --record, JSON lines or HAR) instead of a mock: "
                    "the n-th request of a path gets its n-th recorded answer, timing scaled by "
                    "--time-scale. --port 0 for a free port.")
+@click.option("--store", default="memory", show_default=True, envvar="IMAGEGEN_STORE",
+              metavar="memory|redis://HOST:PORT/DB",
+              help="Where tasks, journal, faults, rate limits, deliveries and the clock live. "
+                   "memory: this process, forgotten on restart. redis://: shared by every worker "
+                   "and host pointed at it, kept over restarts (env IMAGEGEN_STORE).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes serving the same ports as one mock (needs --store redis://...).")
+@click.option("--worker-ports", is_flag=True,
+              help="With --workers: each worker also listens on a free port of its own, printed "
+                   "as `worker N <provider> <url>`.")
 @contracts_option
 def serve(**kwargs: Any) -> None:
     """Start provider mocks and print `<provider> <base-url>` once each accepts connections.
@@ -147,6 +158,7 @@ def serve(**kwargs: Any) -> None:
       imagegen-conformance serve -p cloudsway --fault "http:503;op=getImageTask;times=2"
       imagegen-conformance serve -p fal --tls --tls-dir ./tls
       imagegen-conformance serve --replay session.jsonl --port 0 --time-scale 10
+      imagegen-conformance serve -p fal --workers 2 --store redis://127.0.0.1:6379/0
 
     Stop with Ctrl-C or SIGTERM.
     """
@@ -170,12 +182,25 @@ def serve(**kwargs: Any) -> None:
             f"warning: binding {kwargs['host']} exposes the mocks (and their admin API) beyond "
             "this machine; use --admin-token", err=True,
         )
+    store = kwargs["store"]
+    if store != "memory" and not store.startswith(("redis://", "rediss://", "unix://")):
+        raise click.BadParameter(f"{store!r}: expected memory or redis://HOST:PORT/DB", param_hint="--store")
+    if kwargs["workers"] > 1 and store == "memory":
+        raise click.BadParameter(
+            "--workers N needs a store they share: --store redis://HOST:PORT/DB "
+            "(start one with: redis-server --port 6379)", param_hint="--workers")
+    if kwargs["workers"] > 1 and kwargs["replay"] is not None:
+        raise click.BadParameter("--replay serves from one process; drop --workers", param_hint="--workers")
     config = ServeConfig(providers=providers, options=_options(kwargs.pop("options")), **kwargs)
     try:
-        asyncio.run(run_serve(config, _emit(config.as_json)))
+        if config.workers > 1:
+            asyncio.run(check_store(config.store))
+            run_workers(config, _emit(config.as_json))
+        else:
+            asyncio.run(run_serve(config, _emit(config.as_json)))
     except KeyboardInterrupt:
         pass
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -186,6 +211,9 @@ def _emit(as_json: bool) -> Any:
         elif kind == "listener":
             name = fields["provider"] if fields["primary"] else f"{fields['provider']}:{fields['role']}"
             click.echo(f"{name} {fields['url']}")
+        elif kind == "worker":
+            name = fields["provider"] if fields["primary"] else f"{fields['provider']}:{fields['role']}"
+            click.echo(f"worker {fields['worker']} {name} {fields['url']}")
         elif kind == "ca_bundle":
             click.echo(f"ca-bundle {fields['path']}")
         sys.stdout.flush()

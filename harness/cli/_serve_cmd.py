@@ -9,7 +9,7 @@ from typing import Any
 
 from imagegen_conformance import contracts
 from imagegen_conformance.mocks import MockServer, TLSMaterial, start
-from imagegen_conformance.mocks.engine import DriftSpec, Replay, apply_drift
+from imagegen_conformance.mocks.engine import DriftSpec, Replay, apply_drift, share
 
 
 @dataclass
@@ -34,6 +34,9 @@ class ServeConfig:
     as_json: bool = False
     drifts: tuple[str, ...] = ()  # mocks.engine._drift specs: answers that deviate on purpose
     replay: Path | None = None  # serve this recording instead of the providers
+    store: str = "memory"  # or redis://HOST:PORT/DB: state shared by workers, kept over restarts
+    workers: int = 1  # processes serving the same ports (needs a shared store beyond 1)
+    worker_ports: bool = False  # each worker also listens on a port of its own
 
 
 def build_servers(config: ServeConfig) -> list[MockServer]:
@@ -79,6 +82,9 @@ async def run_serve(config: ServeConfig, emit: Callable[..., Any]) -> None:
         await _run_replay(config, emit)
         return
     servers = build_servers(config)
+    if config.store != "memory":
+        for server in servers:
+            await share(server, config.store)
     if config.port is not None:
         ports = {p: config.port for p in config.providers}
     else:

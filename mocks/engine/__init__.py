@@ -26,7 +26,9 @@ from ._replay import RecordedAnswer, Replay, ReplayError
 from ._respx import mock_router
 from ._serve import Listener, PortInUse, Served, TLSMaterial, bind, start
 from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, Call, MockServer
+from ._shared import Shared, StoreUnavailable, check_store, share
 from ._signing import Ed25519Signer
+from ._store_redis import RedisTaskStore
 from ._streams import ndjson_line, sse_comment, sse_event
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
 from ._thread import ServeThread
@@ -72,18 +74,22 @@ __all__ = [
     "Provider",
     "RateLimiter",
     "RecordedAnswer",
+    "RedisTaskStore",
     "Replay",
     "ReplayError",
     "Route",
     "ScaledClock",
     "ServeThread",
     "Served",
+    "Shared",
     "StoreFull",
+    "StoreUnavailable",
     "TLSMaterial",
     "Task",
     "TaskStore",
     "apply_drift",
     "bind",
+    "check_store",
     "dumps",
     "is_loopback",
     "make_app",
@@ -102,6 +108,7 @@ __all__ = [
     "render",
     "route",
     "server_options",
+    "share",
     "sse_comment",
     "sse_event",
     "start",

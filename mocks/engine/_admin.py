@@ -44,6 +44,57 @@ def _body(request: MockRequest) -> Any:
         raise FaultError(f"admin request body is not JSON: {exc}") from exc
 
 
+async def _shared_admin(
+    server: MockServer, path: str, method: str, request: MockRequest
+) -> MockResponse | None:
+    """The endpoints that read or steer state every worker shares (``--store redis://``)."""
+    shared = server.shared
+    assert shared is not None
+    if path == "/health" and method == "GET":
+        return MockResponse.json({
+            "status": "ok", "provider": server.provider_id, "roles": list(server.roles),
+            "clock": server.clock.kind, "time_scale": server.clock.scale,
+            "lifecycle": server.lifecycle, "options": server.options,
+            "tasks": await shared.task_count(), "errors": server.errors[-20:],
+            "store": shared.public_url, "worker": shared.worker,
+        })
+    if path == "/reset" and method == "POST":
+        await shared.reset()
+        return MockResponse.json({"reset": True})
+    if path == "/journal" and method == "GET":
+        return MockResponse.json(await shared.journal(int(request.query.get("since", "0"))))
+    if path == "/journal" and method == "DELETE":
+        await shared.clear_journal()
+        server.journal.clear()
+        return MockResponse.json({"cleared": True})
+    if path == "/faults":
+        if method == "GET":
+            return MockResponse.json({"active": await shared.faults(), "catalogue": FAULTS})
+        if method == "POST":
+            data = _body(request)
+            items = data if isinstance(data, list) else [data]
+            await shared.add_faults(
+                [FaultSpec.parse(i) if isinstance(i, str) else FaultSpec.from_dict(i) for i in items]
+            )
+            return MockResponse.json({"active": await shared.faults()}, 201)
+        if method == "DELETE":
+            await shared.clear_faults()
+            return MockResponse.json({"active": []})
+    if path == "/clock/advance" and method == "POST":
+        data = _body(request)
+        seconds = data.get("seconds") if isinstance(data, dict) else None
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+            return _err(400, 'body must be {"seconds": <non-negative number>}')
+        try:
+            now = await shared.advance(float(seconds))
+        except RuntimeError as exc:
+            return _err(409, str(exc))
+        return MockResponse.json({"now": now, "kind": server.clock.kind})
+    if path == "/deliveries" and method == "GET":
+        return MockResponse.json({"deliveries": await shared.deliveries()})
+    return None  # tasks and the clock read the state the session loaded
+
+
 def task_view(server: MockServer, task: Any) -> dict[str, Any]:
     now = server.clock.now()
     state, spent, length = task.phase(now)
@@ -70,6 +121,10 @@ async def handle_admin(server: MockServer, request: MockRequest) -> MockResponse
     path = request.path[len("/__mock") :].rstrip("/") or "/"
     method = request.method
     try:
+        if server.shared is not None:
+            answer = await _shared_admin(server, path, method, request)
+            if answer is not None:
+                return answer
         if path == "/" and method == "GET":
             return MockResponse.json({"provider": server.provider_id, "endpoints": ENDPOINTS})
         if path == "/health" and method == "GET":

@@ -4,7 +4,7 @@ import importlib
 import re
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -204,6 +204,15 @@ class Provider(ABC):
     def describe_task(self, task: Any) -> dict[str, Any]:
         """What the admin API shows of a task beyond its timeline."""
         return {k: v for k, v in task.data.items() if isinstance(v, str | int | float | bool)}
+
+    def task_ids(self, request: MockRequest, route: Route) -> Iterable[str] | None:
+        """The ids of the tasks a request refers to, or None when it lists every task.
+
+        A shared store (``--store redis://``) loads these before the handler runs. The default
+        is the value of every path parameter whose name ends in ``id`` (``{task_id}``,
+        ``{request_id}``); a provider whose ids travel in the body says so here.
+        """
+        return [value for name, value in request.params.items() if name.endswith("id")]
 
     def on_reset(self) -> None:  # noqa: B027 - optional hook; most providers keep no extra state
         """Forget provider-level state beyond tasks (queues, uploads)."""

@@ -83,6 +83,7 @@ class Served:
 async def bind(
     runner: web.BaseRunner, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None,
     what: str = "",
+    reuse_port: bool = False,
 ) -> str:
     """Set ``runner`` up on ``host:port`` (0: a free port) and return its base URL.
 
@@ -92,7 +93,8 @@ async def bind(
     # A listen backlog of thousands: aiohttp's default of 128 overflows when thousands of clients
     # (a fleet of pollers, 10,000 SSE streams) connect at once, and each overflow costs a client
     # a SYN retry of a second or more. The kernel caps it at net.core.somaxconn.
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context, backlog=LISTEN_BACKLOG,
+                       reuse_port=reuse_port or None)
     try:
         await site.start()
     except OSError as exc:
@@ -119,10 +121,14 @@ async def start(
     tls: TLSMaterial | None = None,
     shutdown_timeout: float = 5.0,
     limits: ConnectionLimits | None = None,
+    role_ports: dict[tuple[str, str], int] | None = None,
+    reuse_port: bool = False,
 ) -> Served:
     """Bind every server's hosts. ``ports`` maps a provider id to its primary port (0: free port).
 
     ``limits``: read timeouts and the idle bound of every connection (:class:`ConnectionLimits`).
+    ``role_ports`` names the port of any (provider, role); ``reuse_port`` lets several worker
+    processes listen on the same ports (SO_REUSEPORT: the kernel spreads connections).
     """
     served = Served(servers, [], tls=tls)
     try:
@@ -131,6 +137,7 @@ async def start(
                 # Keyed by the name it was asked for (an alias) or by its provider id.
                 wanted = ports or {}
                 port = wanted.get(server.name, wanted.get(server.provider_id, 0)) if index == 0 else 0
+                port = (role_ports or {}).get((server.provider_id, role), port)
                 # handler_cancellation: a client that drops its connection mid-stream cancels
                 # the stream at once (a waiting stream would otherwise live until its next write,
                 # forever on a manual clock).
@@ -147,7 +154,7 @@ async def start(
                     shutdown_timeout=shutdown_timeout / 2,
                 )
                 url = await bind(runner, host, port, ssl_context=tls.context if tls else None,
-                                 what=server.provider_id)
+                                 what=server.provider_id, reuse_port=reuse_port)
                 served.runners.append(runner)
                 served.listeners.append(Listener(server.name, role, url, index == 0))
     except BaseException:

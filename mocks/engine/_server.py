@@ -7,7 +7,7 @@ import random
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagegen_conformance import contracts
 from imagegen_conformance.contracts import Contract, ContractError
@@ -34,6 +34,9 @@ from ._provider import Provider, Route, provider_class
 from ._ratelimit import RateLimiter
 from ._redact import redact_headers, redact_query, redact_text
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
+
+if TYPE_CHECKING:
+    from ._shared import Shared
 
 __all__ = ["ADMIN_PREFIX", "Call", "MockServer", "signing_key"]
 
@@ -263,6 +266,7 @@ class MockServer:
         self.background: set[asyncio.Task[Any]] = set()
         self.deliveries = Deliverer(self)
         self.errors: list[str] = []  # handler crashes, newest last; surfaced by tests and reports
+        self.shared: Shared | None = None  # set by share(): the state lives in Redis (_shared.py)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -363,6 +367,8 @@ class MockServer:
         if self.background:
             await asyncio.gather(*self.background, return_exceptions=True)
         await self.deliveries.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
 
     # --- dispatch ------------------------------------------------------------------------
 
@@ -384,6 +390,12 @@ class MockServer:
 
     async def dispatch(self, request: MockRequest) -> MockResponse:
         """Answer one request exactly as the provider would, faults and all."""
+        if self.shared is not None:
+            # Load what the request needs from the shared store, write back what it changed.
+            return await self.shared.dispatch(request, self._dispatch)
+        return await self._dispatch(request)
+
+    async def _dispatch(self, request: MockRequest) -> MockResponse:
         if self.public_url and request.role == self.roles[0]:
             # The public URL names the primary host; other hosts (fal's sync host) keep theirs.
             request.base_url = self.public_url

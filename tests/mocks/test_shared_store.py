@@ -1,0 +1,197 @@
+"""The shared store in process: two MockServers on one real Redis answer as one mock."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+import redis
+
+from imagegen_conformance.mocks import MockServer
+from imagegen_conformance.mocks.engine import StoreUnavailable, share
+
+AUTH = {"Authorization": "Bearer k"}
+CREATE = "/v2/ai/ep/images/generations"
+
+Pair = Callable[..., Awaitable[tuple[MockServer, MockServer]]]
+
+
+@pytest.fixture
+async def pair(redis_url: str) -> AsyncIterator[Pair]:
+    """``a, b = await pair("cloudsway", clock="manual")``: two mocks sharing the test's Redis."""
+    made: list[MockServer] = []
+
+    async def factory(provider: str, **kwargs: Any) -> tuple[MockServer, MockServer]:
+        servers = []
+        for _ in range(2):
+            server = MockServer(provider, **kwargs)
+            await share(server, redis_url)
+            made.append(server)
+            servers.append(server)
+        return servers[0], servers[1]
+
+    yield factory
+    for server in made:
+        await server.aclose()
+
+
+def body(response: Any) -> Any:
+    return json.loads(response.body)
+
+
+async def create(server: MockServer) -> str:
+    r = await server.request("POST", CREATE, json={"prompts": "a fox"}, headers=AUTH)
+    assert r.status == 200, r.body
+    return str(body(r)["taskId"])
+
+
+async def poll(server: MockServer, task_id: str) -> Any:
+    return await server.request("GET", f"/v2/ai/ep/images/tasks/{task_id}", headers=AUTH)
+
+
+async def test_a_task_created_through_one_is_polled_to_completion_through_the_other(pair: Pair) -> None:
+    a, b = await pair("cloudsway", clock="manual", seed=3)
+    task_id = await create(a)
+    assert body(await poll(b, task_id))["status"] == "pending"
+    advanced = await a.request("POST", "/__mock/clock/advance", json={"seconds": 60})
+    assert advanced.status == 200
+    done = body(await poll(b, task_id))
+    assert done["completed"] is True and len(done["imageUrls"]) == 1
+    # The link was signed by B; A serves it: one signing secret.
+    path = done["imageUrls"][0].split("127.0.0.1", 1)[1]
+    image = await a.request("GET", path)
+    assert image.status == 200 and image.headers["Content-Type"] == "image/png"
+    # Both count the same two polls.
+    view = body(await a.request("GET", f"/__mock/tasks/{task_id}"))
+    assert view["polls"] == 2 and view["state"] == "completed"
+
+
+async def test_two_mocks_with_one_seed_never_hand_out_the_same_id(pair: Pair) -> None:
+    a, b = await pair("cloudsway", clock="manual", seed=5)
+    ids = [await create(a), await create(b), await create(a), await create(b)]
+    assert len(set(ids)) == 4
+
+
+async def test_a_times_2_fault_fires_exactly_twice_across_both(pair: Pair) -> None:
+    a, b = await pair("cloudsway", clock="manual")
+    task_id = await create(a)
+    added = await b.request("POST", "/__mock/faults", json={"spec": "http:503;op=getImageTask;times=2"})
+    assert added.status == 201
+    statuses = [(await poll(server, task_id)).status for server in (a, b) * 5]
+    assert statuses.count(503) == 2 and statuses.count(200) == 8, statuses
+    assert body(await a.request("GET", "/__mock/faults"))["active"] == []
+
+
+async def test_concurrent_requests_share_a_counted_fault_exactly(pair: Pair) -> None:
+    a, b = await pair("cloudsway", clock="manual")
+    task_id = await create(a)
+    await a.request("POST", "/__mock/faults", json={"spec": "http:500;op=getImageTask;times=7"})
+    answers = await asyncio.gather(*(poll(s, task_id) for s in (a, b) * 30))
+    assert [r.status for r in answers].count(500) == 7
+
+
+async def test_the_journal_through_either_lists_every_exchange(pair: Pair) -> None:
+    a, b = await pair("cloudsway", clock="manual")
+    task_id = await create(a)
+    await poll(b, task_id)
+    await poll(a, task_id)
+    views = [body(await s.request("GET", "/__mock/journal")) for s in (a, b)]
+    assert views[0] == views[1]
+    exchanges = views[0]["exchanges"]
+    assert [e["seq"] for e in exchanges] == [1, 2, 3]
+    assert [e["operation"] for e in exchanges] == ["createImageTask", "getImageTask", "getImageTask"]
+    assert exchanges[0]["request_headers"]["Authorization"] == "Bearer <redacted>"
+    since = body(await b.request("GET", "/__mock/journal", query={"since": "2"}))
+    assert [e["seq"] for e in since["exchanges"]] == [3]
+
+
+async def test_a_reset_through_one_forgets_for_both(pair: Pair) -> None:
+    a, b = await pair("cloudsway", clock="manual")
+    task_id = await create(a)
+    assert (await a.request("POST", "/__mock/reset")).status == 200
+    assert (await poll(b, task_id)).status == 404
+    assert body(await b.request("GET", "/__mock/tasks"))["tasks"] == []
+    assert body(await b.request("GET", "/__mock/journal"))["exchanges"][-1]["status"] == 404
+
+
+async def test_rate_limit_buckets_are_shared(pair: Pair) -> None:
+    a, b = await pair("cloudsway", clock="manual", rate_limit="2/60")
+    task_id = await create(a)  # one token
+    assert (await poll(b, task_id)).status == 200  # the second
+    limited = await poll(a, task_id)
+    assert limited.status == 429 and limited.headers["Retry-After"] == "30"
+    await b.request("POST", "/__mock/clock/advance", json={"seconds": 30})
+    assert (await poll(a, task_id)).status == 200
+
+
+async def test_a_mock_started_later_finds_every_task_at_the_current_time(redis_url: str) -> None:
+    first = MockServer("cloudsway", clock="manual", seed=1)
+    await share(first, redis_url)
+    ids = [await create(first)]
+    await first.request("POST", "/__mock/clock/advance", json={"seconds": 1.6})
+    ids.append(await create(first))
+    before = {i: body(await first.request("GET", f"/__mock/tasks/{i}"))["state"] for i in ids}
+    await first.aclose()
+    again = MockServer("cloudsway", clock="manual", seed=1)  # a restart: same Redis
+    await share(again, redis_url)
+    try:
+        after = {i: body(await again.request("GET", f"/__mock/tasks/{i}"))["state"] for i in ids}
+        assert after == before
+        await again.request("POST", "/__mock/clock/advance", json={"seconds": 10})
+        assert {body(await poll(again, i))["status"] for i in ids} == {"completed"}
+    finally:
+        await again.aclose()
+
+
+async def test_a_task_is_forgotten_after_its_retention_and_its_key_expires(
+    pair: Pair, redis_url: str
+) -> None:
+    a, b = await pair("cloudsway", clock="manual")
+    task_id = await create(a)
+    ttl = redis.Redis.from_url(redis_url).ttl(f"igc:cloudsway:task:{task_id}")
+    retention = a.contract.behaviour.retention.task
+    assert retention is not None and retention < ttl <= retention + 60 + 10
+    await a.request("POST", "/__mock/clock/advance", json={"seconds": 10 + retention + 1})
+    assert (await poll(b, task_id)).status == 404
+
+
+async def test_acedata_tasks_named_in_the_body_are_found_through_the_other(pair: Pair) -> None:
+    a, b = await pair("acedata", clock="manual")
+    created = await a.request("POST", "/flux/images", headers=AUTH, json={
+        "action": "generate", "prompt": "a fox", "model": "flux-dev", "async": True})
+    task_id = body(created)["task_id"]
+    await b.request("POST", "/__mock/clock/advance", json={"seconds": 600})
+    got = await b.request("POST", "/flux/tasks", headers=AUTH, json={"action": "retrieve", "id": task_id})
+    assert got.status == 200 and body(got)["response"]["success"] is True
+    listed = await b.request("POST", "/flux/tasks", headers=AUTH, json={"action": "retrieve_batch"})
+    assert [item["id"] for item in body(listed)["items"]] == [task_id]
+
+
+async def test_a_fal_webhook_is_delivered_once_when_both_complete_it(pair: Pair, receiver: Any) -> None:
+    # With --lifecycle polls the poll that completes a request sends its webhook: both mocks
+    # complete it at once here, and exactly one delivers.
+    a, b = await pair("fal", clock="manual", lifecycle="polls")
+    headers = {"Authorization": "Key k"}
+    submitted = await a.request("POST", "/fal-ai/flux-1/dev", json={"prompt": "a fox"}, headers=headers,
+                                query={"fal_webhook": receiver.url}, role="queue")
+    request_id = body(submitted)["request_id"]
+    path = f"/fal-ai/flux-1/requests/{request_id}/status"
+    for _ in range(6):
+        await asyncio.gather(*(s.request("GET", path, headers=headers, role="queue") for s in (a, b)))
+    await asyncio.wait_for(receiver.queue.get(), 5)
+    await asyncio.sleep(0.3)
+    assert len(receiver.received) == 1
+    for server in (a, b):
+        deliveries = body(await server.request("GET", "/__mock/deliveries"))["deliveries"]
+        assert [(d["status"], d["reference"]) for d in deliveries] == [("delivered", request_id)]
+
+
+async def test_an_unreachable_store_is_one_line_naming_the_url() -> None:
+    server = MockServer("cloudsway")
+    with pytest.raises(StoreUnavailable) as caught:
+        await share(server, "redis://127.0.0.1:1/0")
+    message = str(caught.value)
+    assert "\n" not in message and "redis://127.0.0.1:1/0" in message
