@@ -14,6 +14,8 @@ Measurements (issue 9), each next to a baseline measured in the same run where o
   images      distinct 1024x1024 PNG links vs Pillow's encoder, same picture (target >= 4x)
   catalogue   every scenario of every provider with the reference clients    (target < 20 s)
   startup     `serve --provider all` to its first answered request            (target < 1.5 s)
+  workers     status polls: bare, 1 worker in memory, 1 and 2 workers on Redis (target 2 vs 1 >= 1.6x)
+  lifecycles  10,000 concurrent lifecycles across 2 workers on Redis
 
 Not part of the test suite. The machine's cores are shared by the load generator and the
 server: throughput ratios are judged on the server's capacity (requests per second of its own
@@ -33,10 +35,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import _engine, _suite, _throughput
+from . import _engine, _suite, _throughput, _workers
 
 NAMES = ("throughput", "polls", "latency", "proxy", "streams", "tasks", "bound", "million", "images",
-         "catalogue", "startup")
+         "catalogue", "startup", "workers", "lifecycles")
 
 
 def _machine() -> str:
@@ -120,6 +122,24 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
         rows.append(("serve --provider all → first answer", "", f"{r['first_answer_s']:.2f} s "
                      f"(all five {r['all_answered_s']:.2f} s)", "", "< 1.5 s",
                      _mark(r["first_answer_s"] < 1.5)))
+    elif name == "workers":
+        bare = r["bare"]
+        for key, label in (("memory_1", "1 worker, memory store"), ("redis_1", "1 worker, Redis store"),
+                           ("redis_2", "2 workers, Redis store")):
+            p = r[key]
+            extra = f"; {p['per_mock_cpu_second']:.0f} per mock CPU-s" if "per_mock_cpu_second" in p else ""
+            rows.append((f"cloudsway poll: {label}", f"bare {bare['rps']:.0f}/s",
+                         f"{p['rps']:.0f}/s ({p['per_cpu_second']:.0f} per server CPU-s{extra}; "
+                         f"{p['server_cores']:.2f} cores)", f"{p['rps'] / bare['rps']:.2f}", "", ""))
+        rows.append(("  2 workers vs 1 (Redis), achieved", "", f"{r['two_vs_one_rps']:.2f}x", "",
+                     "≥ 1.6x", _mark(r["two_vs_one_rps"] >= 1.6)))
+        rows.append(("  Redis store's cost per poll (CPU, incl. redis-server)", "",
+                     f"+{r['redis_cost_us_per_poll']:.0f} µs", f"{r['redis_vs_memory_rps']:.2f}", "", ""))
+    elif name == "lifecycles":
+        rows.append((f"{r['lifecycles']:,} concurrent lifecycles, 2 workers on Redis", "",
+                     f"{r['seconds']:.1f} s, {r['requests']:,} requests, statuses {r['statuses']}",
+                     f"{r['lifecycles_per_s']:.0f}/s", "none lost",
+                     _mark(r["distinct_ids"] == r["lifecycles"] and set(r["statuses"]) == {"200"})))
     return rows
 
 
@@ -143,6 +163,8 @@ def main() -> None:
         "images": lambda: _engine.images(),
         "catalogue": lambda: _suite.scenario_catalogue(),
         "startup": lambda: _suite.startup(),
+        "workers": lambda: _workers.poll_scaling(seconds),
+        "lifecycles": lambda: _workers.worker_lifecycles(),
     }
     console = Console(width=max(Console().width, 150))  # the table stays readable in a log
     machine = _machine()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,7 +85,11 @@ async def run_serve(config: ServeConfig, emit: Callable[..., Any]) -> None:
     servers = build_servers(config)
     if config.store != "memory":
         for server in servers:
-            await share(server, config.store)
+            if server.provider.shareable:
+                await share(server, config.store, secret_given=config.signing_secret is not None)
+            else:
+                print(f"warning: {server.provider_id} is served from this process's memory, not the "
+                      "shared store (its state cannot be shared)", file=sys.stderr, flush=True)
     if config.port is not None:
         ports = {p: config.port for p in config.providers}
     else:

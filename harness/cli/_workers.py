@@ -53,6 +53,12 @@ def run_workers(config: ServeConfig, emit: Callable[..., Any]) -> None:
     from ._serve_cmd import build_servers
 
     probe = build_servers(config)  # only to learn each provider's hosts (roles)
+    alone = [s.provider_id for s in probe if not s.provider.shareable]
+    if alone:
+        raise ValueError(
+            f"{', '.join(alone)} cannot be shared by several workers (its state lives in one "
+            "process); serve it without --workers"
+        )
     reserved: list[socket.socket] = []
     role_ports: dict[tuple[str, str], int] = {}
     try:
@@ -199,7 +205,7 @@ async def _worker(config: ServeConfig, number: int, role_ports: dict[tuple[str, 
 
     servers = build_servers(config)
     for server in servers:
-        shared = await share(server, config.store)
+        shared = await share(server, config.store, secret_given=config.signing_secret is not None)
         shared.worker = number
     served = await start(servers, host=config.host, role_ports=role_ports, tls=tls, reuse_port=True)
     own = None

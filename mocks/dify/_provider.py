@@ -29,6 +29,9 @@ class DifyProvider(DifyRuns):
 
     id = "dify"
     image_prefix = None  # Dify serves its own signed /files/... routes
+    # A run holds its Workflow object and its tool files live in this process (files, uploads):
+    # a shared store cannot carry them, so Dify is served from one process's memory.
+    shareable = False
 
     def __init__(self, server: Any) -> None:
         super().__init__(server)

@@ -81,6 +81,9 @@ class Provider(ABC):
     #: Where the engine serves signed image links for this provider (None: the provider serves
     #: its own file routes, as Dify and yunyx do).
     image_prefix: ClassVar[str | None] = "/images/"
+    #: Whether every worker can answer for this provider from a shared store (``--store
+    #: redis://``): its tasks' data is JSON and it keeps no per-process state a poll needs.
+    shareable: ClassVar[bool] = True
 
     def __init__(self, server: MockServer) -> None:
         self.server = server

@@ -83,13 +83,16 @@ def redact_store_url(url: str) -> str:
 
 
 def client_for(url: str) -> aioredis.Redis:
-    """A client that fails fast (1 s) rather than hanging a request while Redis is away."""
+    """A client that fails fast (connect 1 s) rather than hanging a request while Redis is away."""
     if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"--store {url!r}: expected memory or redis://HOST:PORT/DB")
-    return aioredis.from_url(
-        url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1),
-        health_check_interval=0,
+    # A bounded pool that waits for a free connection: a burst of requests queues for one
+    # rather than failing (redis-py's default pool raises "Too many connections").
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=64, timeout=5, socket_timeout=5.0, socket_connect_timeout=1.0,
+        retry=Retry(NoBackoff(), 1), health_check_interval=0,
     )
+    return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True)
 
 
 async def check_store(url: str) -> None:
@@ -293,9 +296,10 @@ class Shared:
 
     # --- set-up -------------------------------------------------------------------------
 
-    async def attach(self, run_faults: list[FaultSpec]) -> None:
+    async def attach(self, run_faults: list[FaultSpec], *, secret_given: bool = False) -> None:
         server, keys, client = self.server, self.keys, self.client
-        await client.set(keys.secret, server.secret.hex(), nx=True)
+        # The first worker's signing key is the mock's; a key given (--signing-secret) replaces it.
+        await client.set(keys.secret, server.secret.hex(), nx=not secret_given)
         secret = await client.get(keys.secret)
         server.secret = bytes.fromhex(_text(secret))
         server.images = ImageTokens(server.secret)
@@ -531,7 +535,9 @@ class Shared:
                 self._on_stream_end(response, exchange, int(seq))
 
     def _journal_text(self, exchange: Exchange) -> str:
-        return json.dumps(exchange.to_dict(), separators=(",", ":"), default=str)
+        # Exchange.to_dict() (dataclasses.asdict) deep-copies every field; the fields are JSON
+        # already (tuples encode as lists), so encode them as they are.
+        return json.dumps(vars(exchange), separators=(",", ":"), default=str)
 
     def _on_stream_end(self, response: MockResponse, exchange: Exchange, seq: int) -> None:
         before = response.on_close
@@ -654,16 +660,24 @@ class Shared:
         server.provider.on_reset()
 
 
-async def share(server: MockServer, url: str) -> Shared:
+async def share(server: MockServer, url: str, *, secret_given: bool = False) -> Shared:
     """Put ``server``'s state in the Redis at ``url``; raises :class:`StoreUnavailable`.
 
-    Call it before the mock answers anything, from the event loop that will serve it.
+    Call it before the mock answers anything, from the event loop that will serve it. The
+    signing key already in Redis is used unless ``secret_given`` (the server's was given).
+
+    >>> shared = await share(MockServer("fal"), "redis://127.0.0.1:6379/0")  # doctest: +SKIP
     """
+    if not server.provider.shareable:
+        raise ValueError(
+            f"{server.provider_id} keeps state in its process that a shared store cannot carry; "
+            "serve it with --store memory (one worker)"
+        )
     await check_store(url)
     shared = Shared(server, url, client_for(url))
     run_faults = [entry.spec for entry in server.faults._entries]
     try:
-        await shared.attach(run_faults)
+        await shared.attach(run_faults, secret_given=secret_given)
     except (RedisError, OSError) as exc:
         await shared.aclose()
         raise StoreUnavailable(f"cannot use the store at {redact_store_url(url)}: {exc}") from None

@@ -195,3 +195,9 @@ async def test_an_unreachable_store_is_one_line_naming_the_url() -> None:
         await share(server, "redis://127.0.0.1:1/0")
     message = str(caught.value)
     assert "\n" not in message and "redis://127.0.0.1:1/0" in message
+
+
+async def test_dify_refuses_a_shared_store_saying_why(redis_url: str) -> None:
+    server = MockServer("dify")
+    with pytest.raises(ValueError, match="--store memory"):
+        await share(server, redis_url)

@@ -128,6 +128,20 @@ async def test_two_workers_deliver_a_fal_webhook_once_fire_a_counted_fault_twice
     assert [d["status"] for d in deliveries[0]["deliveries"]] == ["delivered"]
 
 
+async def test_a_run_fault_given_to_every_worker_is_counted_once(
+    workers: StartWorkers, redis_url: str
+) -> None:
+    w = await workers(redis_url, "-p", "cloudsway", "--clock", "manual",
+                      "--fault", "http:500;op=getImageTask;times=3")
+    one, two = w.own[1]["cloudsway"], w.own[2]["cloudsway"]
+    async with aiohttp.ClientSession() as s:
+        _, created = await get_json(s, "POST", f"{one}/v2/ai/ep/images/generations", headers=AUTH,
+                                    json={"prompts": "a fox"})
+        task = f"/v2/ai/ep/images/tasks/{created['taskId']}"
+        codes = [(await get_json(s, "GET", url + task, headers=AUTH))[0] for url in (one, two) * 4]
+    assert codes.count(500) == 3 and codes.count(200) == 5, codes
+
+
 async def test_every_task_answers_as_the_contract_says_after_sigkill_of_every_worker(
     workers: StartWorkers, redis_url: str
 ) -> None:
