@@ -92,7 +92,7 @@ def client_for(url: str) -> aioredis.Redis:
         url, max_connections=64, timeout=5, socket_timeout=5.0, socket_connect_timeout=1.0,
         retry=Retry(NoBackoff(), 1), health_check_interval=0,
     )
-    return aioredis.Redis(connection_pool=pool, auto_close_connection_pool=True)
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes both
 
 
 async def check_store(url: str) -> None:
@@ -290,6 +290,7 @@ class Shared:
         self._generation: int | None = None
         self._poller: asyncio.Task[None] | None = None
         self._down_since: float | None = None
+        self._closing = False
         self.journal_size = server.journal._entries.maxlen or 10_000
         self.public_url = redact_store_url(url)
         self.worker: int | str = os.getpid()  # `serve --workers` numbers them from 1
@@ -361,7 +362,7 @@ class Shared:
 
     async def _poll(self) -> None:
         """Bring a manual clock up to date and follow resets made through other workers."""
-        while True:
+        while not self._closing:
             await asyncio.sleep(0.02)
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
@@ -377,10 +378,9 @@ class Shared:
                 self._recovered()
             except (RedisError, OSError) as exc:
                 self._lost(exc)
-            except asyncio.CancelledError:
-                raise
 
     async def aclose(self) -> None:
+        self._closing = True  # the poll loop also stops by itself, should a cancel be swallowed
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.wait([self._poller], timeout=2)

@@ -17,6 +17,7 @@ Keys, under the mock's namespace ``igc:<provider>:``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._clock import Clock
-from ._tasks import MemoryTaskStore, Task
+from ._tasks import MemoryTaskStore, StoreFull, Task
 
 __all__ = ["RedisTaskStore", "Session", "decode_task", "encode_task"]
 
@@ -106,8 +107,13 @@ class RedisTaskStore:
 
     def get(self, task_id: str) -> Task | None:
         session = current()
-        if session is not None and task_id in session.removed:
-            return None
+        if session is not None:
+            if task_id in session.removed:
+                return None
+            task = session.loaded.get(task_id) or session.added.get(task_id)
+            if task is not None:
+                session.touched[task_id] = task
+                return task
         task = self._mem.get(task_id)
         if task is not None and session is not None:
             session.touched[task_id] = task
@@ -163,8 +169,9 @@ class RedisTaskStore:
                 continue
             mine = self._mem._tasks.get(task_id)
             if mine is None:
-                self._mem._tasks[task_id] = fresh
                 mine = fresh
+                with contextlib.suppress(StoreFull):  # a full identity map only caches less
+                    self._mem.add(fresh)
             else:
                 _refresh(mine, fresh)
             self._synced[task_id] = (text if isinstance(text, str) else text.decode(), fresh.polls)
