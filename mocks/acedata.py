@@ -22,6 +22,7 @@ from typing import Any
 
 from .engine import (
     Body,
+    BodyError,
     Call,
     DeliveryPolicy,
     FaultSpec,

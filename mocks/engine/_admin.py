@@ -73,9 +73,9 @@ async def _shared_admin(
         if method == "POST":
             data = _body(request)
             items = data if isinstance(data, list) else [data]
-            await shared.add_faults(
-                [FaultSpec.parse(i) if isinstance(i, str) else FaultSpec.from_dict(i) for i in items]
-            )
+            specs = [FaultSpec.parse(i) if isinstance(i, str) else FaultSpec.from_dict(i) for i in items]
+            server.check_faults(specs, "POST /__mock/faults")  # all or none
+            await shared.add_faults(specs)
             return MockResponse.json({"active": await shared.faults()}, 201)
         if method == "DELETE":
             await shared.clear_faults()

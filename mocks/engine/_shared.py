@@ -36,7 +36,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -239,9 +239,9 @@ class SharedDeliverer(Deliverer):
         self._claims: dict[int, asyncio.Future[bool]] = {}
 
     def send(self, kind: str, url: str, payload: Any, *, reference: str, policy: DeliveryPolicy,
-             headers: Any = None, delay: float = 0.0, copies: int = 1) -> Delivery:
+             headers: Any = None, faults: Iterable[FaultSpec] = ()) -> Delivery:
         record = super().send(kind, url, payload, reference=reference, policy=policy,
-                              headers=headers, delay=delay, copies=copies)
+                              headers=headers, faults=faults)
         if record.status == "refused":
             self._server.spawn(self._refused(record))
         return record
@@ -652,12 +652,7 @@ class Shared:
         self._local_reset()
 
     def _local_reset(self) -> None:
-        server = self.server
-        server.tasks.clear()
-        server.journal.clear()
-        server.errors.clear()
-        server.deliveries.clear()
-        server.provider.on_reset()
+        self.server.reset()  # this worker's own part: identity map, answers, provider state
 
 
 async def share(server: MockServer, url: str, *, secret_given: bool = False) -> Shared:

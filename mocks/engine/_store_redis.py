@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._clock import Clock
+from ._faults import FaultSpec
 from ._tasks import MemoryTaskStore, StoreFull, Task
 
 __all__ = ["RedisTaskStore", "Session", "decode_task", "encode_task"]
@@ -56,15 +57,17 @@ def encode_task(task: Task) -> str:
     """The task without its poll count (kept apart, as a counter)."""
     return json.dumps([
         task.id, task.created_at, task.states, task.durations, task.polls_needed, task.final,
-        task.terminal, task.mode, task.data, task.ended,
+        task.terminal, task.mode, task.data, task.ended, [str(f) for f in task.faults],
+        task.failure,
     ], separators=(",", ":"))
 
 
 def decode_task(text: str | bytes, polls: int, terminal_at: float | None) -> Task:
     (task_id, created_at, states, durations, polls_needed, final, terminal, mode, data,
-     ended) = json.loads(text)
+     ended, faults, failure) = json.loads(text)
     task = Task(task_id, created_at, tuple(states), tuple(durations), tuple(polls_needed), final,
-                tuple(terminal), mode, data)
+                tuple(terminal), mode, data, faults=tuple(FaultSpec.parse(f) for f in faults),
+                failure=failure)
     task.ended = None if ended is None else (ended[0], ended[1])
     task.polls = polls
     task._terminal_at = terminal_at
