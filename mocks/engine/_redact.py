@@ -80,7 +80,13 @@ def redact_query(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def redact_url(url: str) -> str:
-    """A URL with its signed or secret query parameters replaced."""
+    """A URL with its signed or secret query parameters, and a password in it, replaced."""
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        # scheme://user:PASSWORD@host (a store URL such as redis://:secret@host:6379/0)
+        userinfo, _, hostpart = rest.partition("@")
+        user, colon, _ = userinfo.partition(":")
+        url = f"{scheme}://{user}{':' + REDACTED if colon else ''}@{hostpart}"
     base, sep, query = url.partition("?")
     if not sep:
         return url

@@ -38,7 +38,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -52,12 +52,13 @@ from ._http import MockRequest, MockResponse
 from ._images import ImageTokens
 from ._journal import Exchange, Journal
 from ._ratelimit import RateLimiter
+from ._redact import redact_url
 from ._store_redis import SESSION, RedisTaskStore, Session, current
 
 if TYPE_CHECKING:
     from ._server import MockServer
 
-__all__ = ["Shared", "StoreUnavailable", "check_store", "redact_store_url", "share"]
+__all__ = ["Shared", "StoreUnavailable", "check_store", "share"]
 
 ADMIN_PREFIX = "/__mock/"
 STORE_ERROR = "store-unavailable"
@@ -71,15 +72,6 @@ def _text(value: bytes | str | None) -> str:
 
 class StoreUnavailable(RuntimeError):
     """Redis cannot be reached; the message names the URL (password hidden)."""
-
-
-def redact_store_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:<redacted>@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def client_for(url: str) -> aioredis.Redis:
@@ -102,7 +94,7 @@ async def check_store(url: str) -> None:
         await client.ping()
     except (RedisError, OSError) as exc:
         raise StoreUnavailable(
-            f"cannot reach the store at {redact_store_url(url)}: {exc} "
+            f"cannot reach the store at {redact_url(url)}: {exc} "
             "(start one with: redis-server --port 6379, or pass --store memory)"
         ) from None
     finally:
@@ -292,7 +284,7 @@ class Shared:
         self._down_since: float | None = None
         self._closing = False
         self.journal_size = server.journal._entries.maxlen or 10_000
-        self.public_url = redact_store_url(url)
+        self.public_url = redact_url(url)
         self.worker: int | str = os.getpid()  # `serve --workers` numbers them from 1
 
     # --- set-up -------------------------------------------------------------------------
@@ -339,7 +331,7 @@ class Shared:
         kind = _text(await self.client.hget(key, "kind"))
         if kind != clock.kind:
             raise ValueError(
-                f"the store at {redact_store_url(self.url)} holds a {self.server.provider_id} mock "
+                f"the store at {redact_url(self.url)} holds a {self.server.provider_id} mock "
                 f"with a {kind} clock; start this one with the same --clock/--time-scale or "
                 "use another database (redis://HOST:PORT/DB)"
             )
@@ -349,7 +341,7 @@ class Shared:
         got = {_text(k): _text(v) for k, v in raw.items()}
         if float(got["scale"]) != clock.scale:
             raise ValueError(
-                f"the store at {redact_store_url(self.url)} holds a {self.server.provider_id} mock "
+                f"the store at {redact_url(self.url)} holds a {self.server.provider_id} mock "
                 f"at --time-scale {got['scale']}; start this one with the same scale or use another "
                 "database"
             )
@@ -393,12 +385,12 @@ class Shared:
     def _lost(self, exc: BaseException) -> None:
         if self._down_since is None:
             self._down_since = time.monotonic()
-            print(f"store: {redact_store_url(self.url)} unreachable ({exc}); answering 503 until it is "
+            print(f"store: {redact_url(self.url)} unreachable ({exc}); answering 503 until it is "
                   "back", file=sys.stderr, flush=True)
 
     def _recovered(self) -> None:
         if self._down_since is not None:
-            print(f"store: {redact_store_url(self.url)} is back after "
+            print(f"store: {redact_url(self.url)} is back after "
                   f"{time.monotonic() - self._down_since:.1f} s", file=sys.stderr, flush=True)
             self._down_since = None
 
@@ -675,7 +667,7 @@ async def share(server: MockServer, url: str, *, secret_given: bool = False) -> 
         await shared.attach(run_faults, secret_given=secret_given)
     except (RedisError, OSError) as exc:
         await shared.aclose()
-        raise StoreUnavailable(f"cannot use the store at {redact_store_url(url)}: {exc}") from None
+        raise StoreUnavailable(f"cannot use the store at {redact_url(url)}: {exc}") from None
     except BaseException:
         await shared.aclose()
         raise

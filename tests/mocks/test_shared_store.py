@@ -201,3 +201,11 @@ async def test_dify_refuses_a_shared_store_saying_why(redis_url: str) -> None:
     server = MockServer("dify")
     with pytest.raises(ValueError, match="--store memory"):
         await share(server, redis_url)
+
+
+async def test_a_store_password_never_shows_in_the_error() -> None:
+    server = MockServer("cloudsway")
+    with pytest.raises(StoreUnavailable) as caught:
+        await share(server, "redis://:hunter2@127.0.0.1:1/0")
+    assert "hunter2" not in str(caught.value)
+    assert "redis://:<redacted>@127.0.0.1:1/0" in str(caught.value)
