@@ -51,6 +51,7 @@ from ._faults import FaultPlan, FaultSpec
 from ._http import MockRequest, MockResponse
 from ._images import ImageTokens
 from ._journal import Exchange, Journal
+from ._links import LinkSigner
 from ._ratelimit import RateLimiter
 from ._redact import redact_url
 from ._store_redis import SESSION, RedisTaskStore, Session, current
@@ -296,6 +297,7 @@ class Shared:
         secret = await client.get(keys.secret)
         server.secret = bytes.fromhex(_text(secret))
         server.images = ImageTokens(server.secret)
+        server.signer = LinkSigner(server.secret)  # yunyx's presigned links
         server.clock = await self._shared_clock(server.clock)
         behaviour = server.contract.behaviour
         old = server.tasks

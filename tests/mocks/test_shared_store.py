@@ -209,3 +209,16 @@ async def test_a_store_password_never_shows_in_the_error() -> None:
         await share(server, "redis://:hunter2@127.0.0.1:1/0")
     assert "hunter2" not in str(caught.value)
     assert "redis://:<redacted>@127.0.0.1:1/0" in str(caught.value)
+
+
+async def test_a_yunyx_presigned_link_made_by_one_downloads_through_the_other(pair: Pair) -> None:
+    a, b = await pair("yunyx", time_scale=1000)  # a synchronous answer waits on the clock
+    made = await a.request("POST", "/v1/images/generations", headers=AUTH, json={
+        "model": "FLUX.1-schnell", "prompt": "a fox", "image_size": "1024x1024"})
+    assert made.status == 200, made.body
+    url = body(made)["images"][0]["url"]
+    path, _, query = url.split("127.0.0.1", 1)[1].partition("?")
+    from urllib.parse import parse_qsl
+
+    got = await b.request("GET", path, query=dict(parse_qsl(query)))
+    assert got.status == 200, got.body[:200]
