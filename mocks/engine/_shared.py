@@ -36,7 +36,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -232,9 +232,10 @@ class SharedDeliverer(Deliverer):
         self._claims: dict[int, asyncio.Future[bool]] = {}
 
     def send(self, kind: str, url: str, payload: Any, *, reference: str, policy: DeliveryPolicy,
-             headers: Any = None, faults: Iterable[FaultSpec] = ()) -> Delivery:
+             headers: Mapping[str, str] | None = None, faults: Iterable[FaultSpec] = (),
+             sign: Callable[[bytes], Mapping[str, str]] | None = None) -> Delivery:
         record = super().send(kind, url, payload, reference=reference, policy=policy,
-                              headers=headers, faults=faults)
+                              headers=headers, faults=faults, sign=sign)
         if record.status == "refused":
             self._server.spawn(self._refused(record))
         return record
@@ -257,14 +258,15 @@ class SharedDeliverer(Deliverer):
         return await claim
 
     async def _run(self, record: Delivery, url: str, body: bytes, headers: dict[str, str],
-                   policy: DeliveryPolicy, delay: float) -> None:
+                   policy: DeliveryPolicy, delay: float,
+                   sign: Callable[[bytes], Mapping[str, str]] | None = None) -> None:
         if not await self._claim(record):
             with self._lock:
                 if record in self._records:
                     self._records.remove(record)
             return
         try:
-            await super()._run(record, url, body, headers, policy, delay)
+            await super()._run(record, url, body, headers, policy, delay, sign)
         finally:
             await self._shared.save_delivery(record, retry=True)
 
