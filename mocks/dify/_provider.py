@@ -156,14 +156,12 @@ class DifyProvider(DifyRuns):
         return MockResponse.json(meta, 201)
 
     @route("GET", "/files/tools/{file_id}.{ext}", operation="getToolFile", auth=False)
-    @route("HEAD", "/files/tools/{file_id}.{ext}", operation="getToolFile", auth=False)
     async def tool_file(self, request: MockRequest, call: Call) -> MockResponse:
         denied = self._verify(request, request.params["file_id"], call.now)  # a 403 comes first
         spec = self._files.get(request.params["file_id"])
         if denied is not None or spec is None or spec.extension != "." + request.params["ext"]:
             return denied or self.error(request, 404, "not_found", "file is not found")
-        body = b"" if request.method == "HEAD" else render(spec)
-        return MockResponse.raw(body, 200, spec.content_type)
+        return MockResponse.raw(render(spec), 200, spec.content_type)  # HEAD: the engine drops it
 
     @route("GET", "/files/{file_id}/file-preview", operation="getUploadFilePreview", auth=False)
     async def upload_preview(self, request: MockRequest, call: Call) -> MockResponse:
@@ -206,11 +204,13 @@ class DifyProvider(DifyRuns):
     def method_not_allowed(self, request: MockRequest, allowed: list[str]) -> MockResponse:
         """[I] werkzeug routes before the view authenticates: a known path asked with another
         method is MethodNotAllowed (405, with Allow), in Dify's {code, message, status} envelope."""
-        methods = set(allowed) | {"OPTIONS"}  # Flask answers OPTIONS itself
-        if "GET" in methods:
-            methods.add("HEAD")
         return self.error(request, 405, "method_not_allowed", self.error_spec(405).message,
-                          {"Allow": ", ".join(sorted(methods))})
+                          {"Allow": _allow(allowed)})
+
+    def options(self, request: MockRequest, allowed: list[str]) -> MockResponse:
+        """[V] Flask answers OPTIONS itself (provide_automatic_options): 200, the path's methods
+        in Allow, an empty body, before any view or authentication runs."""
+        return MockResponse.raw(b"", 200, "text/html; charset=utf-8", {"Allow": _allow(allowed)})
 
     def too_large(self, request: MockRequest, limit: int) -> MockResponse:
         if request.path.endswith("/files/upload"):
@@ -289,3 +289,11 @@ class DifyProvider(DifyRuns):
             self._upload_bytes.pop(old, None)
         while sum(len(b) for b in self._upload_bytes.values()) > self._upload_budget:
             self._upload_bytes.popitem(last=False)
+
+
+def _allow(methods: list[str]) -> str:
+    """werkzeug's Allow: the rule's methods, HEAD with GET, and OPTIONS (Flask answers it)."""
+    allowed = set(methods) | {"OPTIONS"}
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return ", ".join(sorted(allowed))

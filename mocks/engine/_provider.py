@@ -158,6 +158,11 @@ class Provider(ABC):
         """
         return self.not_found(request)
 
+    def options(self, request: MockRequest, allowed: list[str]) -> MockResponse:
+        """OPTIONS on a known path (``allowed``: its methods). A provider whose framework answers
+        OPTIONS itself overrides this; by default it is one more method the path does not take."""
+        return self.method_not_allowed(request, allowed)
+
     def too_large(self, request: MockRequest, limit: int) -> MockResponse:
         return self.error(request, 413, message=f"Request body exceeds {limit} bytes.")
 

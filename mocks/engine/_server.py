@@ -188,6 +188,23 @@ def signing_key(secret: str | bytes | None) -> bytes:
     return hashlib.sha256(b"imagegen-conformance signing key\x00" + raw).digest()
 
 
+async def _drop_body(response: MockResponse) -> None:
+    """A HEAD answer: the status and headers of the GET answer, and its length, without body."""
+    body = response.body
+    if isinstance(body, bytes | bytearray):
+        if body and not any(k.lower() == "content-length" for k in response.headers):
+            response.headers["Content-Length"] = str(len(body))
+        response.body = b""
+        return
+    aclose = getattr(body, "aclose", None)  # a stream is never started
+    if aclose is not None:
+        await aclose()
+    response.body = b""
+    if response.on_close is not None:
+        response.on_close()
+        response.on_close = None
+
+
 class MockServer:
     """One provider's simulator: its clock, tasks, faults, journal, and dispatch.
 
@@ -373,8 +390,13 @@ class MockServer:
     # --- dispatch ------------------------------------------------------------------------
 
     def match(self, request: MockRequest) -> tuple[Route | None, bool]:
-        """The route for a request, and whether some route had the path but not the method."""
+        """The route for a request, and whether some route had the path but not the method.
+
+        HEAD takes a GET route when the provider declares no HEAD route of its own: the
+        providers' frameworks (Flask/werkzeug, Starlette, ...) answer HEAD as GET, without body.
+        """
         path_matched = False
+        as_get: Route | None = None
         for route in self.routes:
             if route.role != request.role:
                 continue
@@ -382,10 +404,15 @@ class MockServer:
             if m is None:
                 continue
             if route.method != request.method:
+                if request.method == "HEAD" and route.method == "GET" and as_get is None:
+                    as_get, params = route, m.groupdict()
                 path_matched = True
                 continue
             request.params = m.groupdict()
             return route, False
+        if as_get is not None:
+            request.params = params
+            return as_get, False
         return None, path_matched
 
     async def dispatch(self, request: MockRequest) -> MockResponse:
@@ -433,7 +460,9 @@ class MockServer:
         else:
             exchange.faults = [str(f) for f in faults]
             try:
-                if wrong_method and not faults:
+                if wrong_method and not faults and request.method == "OPTIONS":
+                    response = self.provider.options(request, self._allowed(request))
+                elif wrong_method and not faults:
                     response = self.provider.method_not_allowed(request, self._allowed(request))
                 else:
                     response = await self._answer(request, route, operation, faults)
@@ -449,6 +478,8 @@ class MockServer:
                 self.errors.append(f"{request.method} {request.path}: {exc!r}")
                 response = self.provider.error(request, 500, message="mock handler crashed")
                 response.headers["X-Mock-Error"] = "handler-crashed"
+        if request.method == "HEAD" and response.action == "respond":
+            await _drop_body(response)
         exchange.status = response.status if response.action == "respond" else None
         exchange.response_headers = redact_headers(response.headers.items())
         if response.is_stream:
@@ -574,11 +605,9 @@ class MockServer:
         except ImageTokenError as exc:
             status = 403 if exc.expired else 404
             return MockResponse.raw(str(exc).encode(), status, "text/plain; charset=utf-8")
-        body = render(spec)
-        return MockResponse.raw(
-            b"" if request.method == "HEAD" else body, 200, spec.content_type,
-            {"Cache-Control": "public, max-age=3600"},
-        )
+        # HEAD too: dispatch drops the body and keeps its length.
+        return MockResponse.raw(render(spec), 200, spec.content_type,
+                                {"Cache-Control": "public, max-age=3600"})
 
     async def _tap(
         self, inner: AsyncIterator[bytes], response: MockResponse, exchange: Exchange,
