@@ -5,7 +5,8 @@
 the host; the API is under ``/v1``. Streaming reads every ``data:`` line to the final
 ``workflow_finished`` or ``error`` event and ignores everything else (the bare
 ``event: ping`` keep-alives). File links are relative and signed for 300 s: they are
-prefixed with the host and downloaded straight away. A stream that outlasts the client's
+resolved against the URL that returned them (RFC 3986: ``/files/...`` is on the host, whatever
+base path the API has) and downloaded straight away. A stream that outlasts the client's
 deadline is given up and the task stopped.
 """
 
@@ -15,6 +16,7 @@ import json
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urljoin
 
 from ._common import ClientEnv, ClientFailure, Http, cli_main, download_images, honours_time_scale, json_of
 
@@ -22,14 +24,14 @@ FILE_KEYS = ("files",)
 
 
 def _file_urls(base: str, outputs: Any) -> list[str]:
+    """The file links in ``outputs``; ``base`` is the URL of the answer that held them."""
     urls: list[str] = []
     if isinstance(outputs, dict):
         for value in outputs.values():
             items = value if isinstance(value, list) else [value]
             for item in items:
                 if isinstance(item, dict) and isinstance(item.get("url"), str):
-                    url = item["url"]
-                    urls.append(url if "://" in url else base + url)
+                    urls.append(urljoin(base, item["url"]))
     return urls
 
 
@@ -52,7 +54,7 @@ def run(environ: Mapping[str, str]) -> dict[str, Any]:
     with Http(env, headers={"Authorization": f"Bearer {env.api_key}"}) as http:
         if env.request.get("response_mode") != "streaming":
             answer = json_of(http.request("POST", url, json=env.request, idempotent=False), "POST", url)
-            return {"images": download_images(http, _finished(base, answer.get("data") or {}))}
+            return {"images": download_images(http, _finished(url, answer.get("data") or {}))}
         start = time.monotonic()
         task_id = None
         urls: list[str] | None = None
@@ -77,7 +79,7 @@ def run(environ: Mapping[str, str]) -> dict[str, Any]:
                     raise ClientFailure(f"the stream reported {event.get('code')}: {event.get('message')}",
                                         kind="failed")
                 if kind == "workflow_finished":
-                    urls = _finished(base, event.get("data") or {})
+                    urls = _finished(url, event.get("data") or {})
                     break
         if urls is None:
             if task_id:

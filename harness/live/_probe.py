@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from xml.etree import ElementTree as ET
 
 import httpx
@@ -286,15 +287,22 @@ async def probe_provider(
             return ProbeResult(provider, "unreachable", base,
                                f"{type(exc).__name__}: {exc or 'no answer'}",
                                seconds=time.perf_counter() - started)
-        health = await mock_health(http, base)
+        # A base URL may carry a base path (a gateway's prefix): the proxy mirrors the whole
+        # host and the client gets the same path on it, so a link the provider returns with an
+        # absolute path (Cloudsway's /images/...) resolves on the host, not under the path.
+        origin, base_path = _split_base(base)
+        health = await mock_health(http, base) or (
+            await mock_health(http, origin) if base_path else None)
     if health is not None:  # one of our mocks (tests, rehearsals): its clock may be scaled
         time_scale = float(health.get("time_scale") or 1.0)
-    proxy = ValidatingProxy(provider, base, time_scale=time_scale, rewrite_links=True)
+    proxy = ValidatingProxy(provider, origin, time_scale=time_scale, rewrite_links=True,
+                            base_path=base_path)
     proxy_url = await proxy.start()
     try:
         with tempfile.TemporaryDirectory(prefix="imagegen-probe-") as out_dir:
             roles = list(contract.behaviour.hosts) or ["api"]
-            client_env = build_env(contract, scenario, {roles[0]: proxy_url}, environ[live.key_var],
+            client_env = build_env(contract, scenario, {roles[0]: proxy_url + base_path},
+                                   environ[live.key_var],
                                    out_dir, time_scale, live.client_extra(environ))
             client_env["IMAGEGEN_TIMEOUT"] = repr(timeout * time_scale)  # provider seconds
             spec = profile(provider).reference_client
@@ -321,6 +329,12 @@ async def probe_provider(
                 for i in result.images],
         exchanges=len(exchanges), seconds=seconds,
     )
+
+
+def _split_base(base: str) -> tuple[str, str]:
+    """``https://host:port/some/path`` -> (``https://host:port``, ``/some/path``)."""
+    parts = urlsplit(base)
+    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
 
 
 def _drift(provider: str, deviations: list[Deviation], result: ClientResult,

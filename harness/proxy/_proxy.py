@@ -86,8 +86,14 @@ class ValidatingProxy:
         ssl: Any = None,
         on_raw: Callable[[Exchange, bytes, list[tuple[float, bytes]] | None], None] | None = None,
         rewrite_links: bool = False,
+        base_path: str = "",
     ) -> None:
         self.contract = contracts.load(provider)
+        # The client's base URL carries this path on the proxy as on the target (the proxy
+        # mirrors the target's whole host, so links resolve as RFC 3986 says: an absolute path
+        # replaces the base path); exchanges are journaled with it removed, as the contract's
+        # paths are written.
+        self.base_path = base_path.rstrip("/")
         self.provider = self.contract.provider
         self.target = target.rstrip("/")
         self.time_scale = time_scale
@@ -155,14 +161,15 @@ class ValidatingProxy:
             return self._admin(request)
         body = await request.read()
         now = time.time()
-        operation = operation_for(self.contract, request.method, request.path)
+        path = self._contract_path(request.path)
+        operation = operation_for(self.contract, request.method, path)
         exchange = Exchange(
             seq=self.journal.next_seq(),
             provider=self.provider,
             role="api",
             operation=operation,
             method=request.method,
-            path=request.path,
+            path=path,
             query=redact_query(request.query.items()),
             request_headers=redact_headers(request.headers.items()),
             request_body=_text(body, request.headers.get("Content-Type", "")),
@@ -244,6 +251,12 @@ class ValidatingProxy:
             self.on_raw(exchange, b"".join(chunks), timed if streaming else None)
         self._finish(exchange, started)
         return response
+
+    def _contract_path(self, path: str) -> str:
+        base = self.base_path
+        if base and (path == base or path.startswith(base + "/")):
+            return path[len(base):] or "/"
+        return path
 
     def _relink(self, text: str) -> str:
         return text.replace(self.target, self.url) if self.url else text

@@ -150,3 +150,18 @@ async def test_probe_help_documents_the_exit_codes(probe_cli, probe_env) -> None
     for line in ("3 unreachable", "5 unauthorized", "6 timeout", "1 drift", "4 not configured",
                  "0 healthy", "CLOUDSWAY_ENDPOINT_PATH", "DIFY_BASE_URL"):
         assert line in ran.out
+
+
+async def test_a_base_url_with_a_base_path_is_no_drift(serve_process, probe_cli, probe_env,
+                                                       tmp_path: Path) -> None:
+    # docs/probe.md: the base URL may carry a base path. Cloudsway's image links are absolute
+    # paths (/images/...): resolved as RFC 3986 says, they replace that path, and download.
+    urls = await serve_process("-p", "cloudsway", "--time-scale", "50")
+    out = tmp_path / "probe.json"
+    env = probe_env(CLOUDSWAY_API_KEY="probe-key-123", CLOUDSWAY_ENDPOINT_PATH="probe-ep",
+                    CLOUDSWAY_BASE_URL=urls["cloudsway"] + "/v2/ai/")
+    ran = await probe_cli("probe", "-p", "cloudsway", "--json", str(out), env=env)
+    assert ran.code == 0, ran.out + ran.err
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["status"] == "healthy" and result["drift"] == [], result
+    assert result["images"][0]["width"] and result["phases"]["download"] is not None, result
