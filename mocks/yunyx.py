@@ -46,7 +46,7 @@ def go_json(data: Any) -> bytes:
     Go escapes ``&``, ``<``, ``>``, U+2028 and U+2029 inside strings; those characters never
     occur outside strings in JSON, so replacing them in the whole text is exact.
     """
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     for char, escaped in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"),
                           ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(char, escaped)

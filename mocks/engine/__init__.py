@@ -14,7 +14,7 @@ from ._connections import ConnectionLimits, ProtocolLog, server_options
 from ._deliver import Deliverer, Delivery, DeliveryPolicy, is_loopback, refusal
 from ._drift import DRIFTS, DriftSpec, apply_drift
 from ._faults import FAULTS, STAGES, FaultError, FaultNotApplicable, FaultPlan, FaultSpec, parse_faults
-from ._http import BodyError, MockRequest, MockResponse, dumps
+from ._http import MAX_DEPTH, BodyError, MockRequest, MockResponse, dumps, loads
 from ._images import FORMATS, ImageSpec, ImageTokenError, ImageTokens, render
 from ._journal import Exchange, Journal
 from ._links import LinkSigner
@@ -39,6 +39,7 @@ __all__ = [
     "FAULTS",
     "FAULT_HEADER",
     "FORMATS",
+    "MAX_DEPTH",
     "SCENARIO_HEADER",
     "STAGES",
     "Body",
@@ -92,6 +93,7 @@ __all__ = [
     "check_store",
     "dumps",
     "is_loopback",
+    "loads",
     "make_app",
     "make_clock",
     "mock_router",

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hmac
-import json
 import math
 from typing import TYPE_CHECKING, Any
 
 from ._faults import FAULTS, FaultError, FaultNotApplicable, FaultSpec
-from ._http import MockRequest, MockResponse
+from ._http import BodyError, MockRequest, MockResponse, loads
 
 if TYPE_CHECKING:
     from ._server import MockServer
@@ -39,8 +38,8 @@ def _body(request: MockRequest) -> Any:
     if not request.body.strip():
         return {}
     try:
-        return json.loads(request.body)
-    except ValueError as exc:
+        return loads(request.body)
+    except BodyError as exc:
         raise FaultError(f"admin request body is not JSON: {exc}") from exc
 
 

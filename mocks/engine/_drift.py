@@ -89,7 +89,7 @@ def _drifted(response: MockResponse, spec: DriftSpec) -> MockResponse:
         data = json.loads(response.body)
     except ValueError:
         return response
-    response.body = json.dumps(_rewrite(data, spec)).encode()
+    response.body = json.dumps(_rewrite(data, spec), allow_nan=False).encode()
     return response
 
 

@@ -1,18 +1,79 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
-__all__ = ["BodyError", "MockRequest", "MockResponse", "dumps"]
+__all__ = ["MAX_DEPTH", "BodyError", "MockRequest", "MockResponse", "dumps", "loads"]
 
 
 def dumps(data: Any) -> bytes:
-    """Compact JSON, UTF-8, non-ASCII kept as is (as the providers send it)."""
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+    """Compact JSON, UTF-8, non-ASCII kept as is (as the providers send it).
+
+    Never NaN or Infinity, which are not JSON (RFC 8259): such a value raises ValueError (a
+    mock bug, reported as a handler crash) rather than going out as a body no client parses.
+    """
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+#: Deeper JSON than this is refused: no provider's body nests more than a few levels, and
+#: every reader of a parsed body (validation, redaction, echo) walks it recursively.
+MAX_DEPTH = 64
+#: Integers are refused beyond 64 bits: the providers' decoders (Go, Java, JavaScript) read no
+#: more, and Python's int() refuses strings over 4,300 digits with a ValueError of its own.
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _constant(name: str) -> Any:
+    raise BodyError(f"request body is not valid JSON: {name} is not a JSON value")
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BodyError(f"request body holds a number out of range: {text[:40]} is beyond a double")
+    return value
+
+
+def _integer(text: str) -> int:
+    if len(text) > 21 or not _INT_RANGE[0] <= (value := int(text)) <= _INT_RANGE[1]:
+        raise BodyError(f"request body holds a number out of range: the integer {text[:20]}"
+                        f"{'...' if len(text) > 20 else ''} is beyond 64 bits")
+    return value
+
+
+def _depth(data: Any) -> int:
+    """How deep containers nest in ``data`` (iteratively: the depth is what is in question)."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                stack.extend((v, level + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def loads(body: bytes | str) -> Any:
+    """Parse a request body as strict JSON: :class:`BodyError` for anything else.
+
+    Beyond ``json.loads``: NaN, Infinity and -Infinity are refused (not JSON), so are numbers a
+    double cannot hold (``1e400``), integers beyond 64 bits, and nesting deeper than
+    ``MAX_DEPTH`` (which would otherwise be a RecursionError, here or in whoever reads it).
+    """
+    try:
+        data = json.loads(body, parse_constant=_constant, parse_float=_number, parse_int=_integer)
+    except RecursionError:
+        raise BodyError(f"request body nests deeper than {MAX_DEPTH} levels") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BodyError(f"request body is not valid JSON: {exc}") from exc
+    if _depth(data) > MAX_DEPTH:
+        raise BodyError(f"request body nests deeper than {MAX_DEPTH} levels")
+    return data
 
 
 class BodyError(ValueError):
@@ -76,10 +137,7 @@ class MockRequest:
         if not self._parsed:
             if not self.body.strip():
                 raise BodyError("request body is empty; a JSON object is required", kind="empty")
-            try:
-                self._json = json.loads(self.body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise BodyError(f"request body is not valid JSON: {exc}") from exc
+            self._json = loads(self.body)
             self._parsed = True
         return self._json
 
