@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,9 +24,6 @@ def dumps(data: Any) -> bytes:
 #: Deeper JSON than this is refused: no provider's body nests more than a few levels, and
 #: every reader of a parsed body (validation, redaction, echo) walks it recursively.
 MAX_DEPTH = 64
-#: Integers are refused beyond 64 bits: the providers' decoders (Go, Java, JavaScript) read no
-#: more, and Python's int() refuses strings over 4,300 digits with a ValueError of its own.
-_INT_RANGE = (-(2**63), 2**64 - 1)
 
 
 def _constant(name: str) -> Any:
@@ -40,10 +38,17 @@ def _number(text: str) -> float:
 
 
 def _integer(text: str) -> int:
-    if len(text) > 21 or not _INT_RANGE[0] <= (value := int(text)) <= _INT_RANGE[1]:
-        raise BodyError(f"request body holds a number out of range: the integer {text[:20]}"
-                        f"{'...' if len(text) > 20 else ''} is beyond 64 bits")
-    return value
+    # Python's int() refuses a string of more digits than this with a ValueError of its own
+    # (and str() of such an int fails too): refused here, before anything converts it.
+    limit = sys.get_int_max_str_digits()
+    if limit and len(text.lstrip("-")) > limit:
+        raise BodyError(f"request body holds a number out of range: an integer of more than "
+                        f"{limit} digits")
+    return int(text)
+
+
+# One decoder for every body: json.loads with hooks would build (and keep) a scanner per call.
+_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_number, parse_int=_integer)
 
 
 def _depth(data: Any) -> int:
@@ -62,11 +67,15 @@ def loads(body: bytes | str) -> Any:
     """Parse a request body as strict JSON: :class:`BodyError` for anything else.
 
     Beyond ``json.loads``: NaN, Infinity and -Infinity are refused (not JSON), so are numbers a
-    double cannot hold (``1e400``), integers beyond 64 bits, and nesting deeper than
-    ``MAX_DEPTH`` (which would otherwise be a RecursionError, here or in whoever reads it).
+    double cannot hold (``1e400``), integers longer than Python converts (4,300 digits), and
+    nesting deeper than ``MAX_DEPTH`` (which would otherwise be a RecursionError, here or in
+    whoever reads it). Narrower ranges are the contract's business (its schema's bounds).
     """
     try:
-        data = json.loads(body, parse_constant=_constant, parse_float=_number, parse_int=_integer)
+        text = body.decode(json.detect_encoding(body), "surrogatepass") if isinstance(body, bytes) else body
+        if text.startswith("\ufeff"):
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        data = _DECODER.decode(text)
     except RecursionError:
         raise BodyError(f"request body nests deeper than {MAX_DEPTH} levels") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -30,6 +30,14 @@ MAX_LIFETIME = 604_800
 MAX_TOKEN = 1024
 
 
+def _seed64(seed: int) -> int:
+    """A seed within 64 bits as is; a longer one (a contract may allow any integer) folded to
+    64 bits by its hash, so its token stays short and its image its own."""
+    if -(2**63) <= seed < 2**64:
+        return seed
+    return int.from_bytes(hashlib.sha256(str(seed).encode()).digest()[:8], "big")
+
+
 @dataclass(frozen=True)
 class ImageSpec:
     """Everything that determines a placeholder image: same spec, same bytes."""
@@ -52,7 +60,7 @@ class ImageSpec:
             raise ValueError(f"image size {width}x{height} outside 1..{MAX_SIDE}")
         digest = hashlib.sha256(prompt.encode("utf-8", "surrogatepass")).hexdigest()[:12]
         # int(): a JSON schema "integer" admits 2.0; the token must carry what it re-checks.
-        return cls(int(width), int(height), fmt, int(seed), int(index), digest)
+        return cls(int(width), int(height), fmt, _seed64(int(seed)), int(index), digest)
 
     @property
     def content_type(self) -> str:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json as _json
 import os
 import random
 import time
@@ -26,7 +27,7 @@ from ._faults import (
     parse_faults,
     select_header,
 )
-from ._http import MockRequest, MockResponse, dumps
+from ._http import MockRequest, MockResponse
 from ._images import ImageSpec, ImageTokenError, ImageTokens, render
 from ._journal import EVENT_LIMIT, Exchange, Journal, body_text
 from ._links import LinkSigner
@@ -648,7 +649,8 @@ class MockServer:
         """Call the mock directly, without any transport (for tests and tools)."""
         hdrs = dict(headers or {})
         if json is not None:
-            body = dumps(json)
+            # The caller's own encoding, NaN and all: a test may send what no mock would write.
+            body = _json.dumps(json, ensure_ascii=False).encode()
             hdrs.setdefault("Content-Type", "application/json")
         return await self.dispatch(
             MockRequest.build(

@@ -179,3 +179,13 @@ async def test_dify_and_yunyx_refuse_non_ascii_signatures_and_timestamps(serve_m
                                                   + quote("\u00e9")))
     assert answer.status == 403
     assert dify.server.errors == yunyx.server.errors == []
+
+
+def test_a_seed_beyond_64_bits_still_makes_a_short_token_of_its_own() -> None:
+    tokens = ImageTokens(b"k" * 32)
+    huge, other = int("9" * 4_000), int("9" * 3_999)
+    spec = ImageSpec.of(64, 64, seed=huge)
+    token = tokens.issue(spec)
+    assert len(token) < 200 and tokens.open(token, now=0.0) == spec
+    assert spec.seed != ImageSpec.of(64, 64, seed=other).seed
+    assert ImageSpec.of(64, 64, seed=2**63 - 1).seed == 2**63 - 1
