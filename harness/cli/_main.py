@@ -11,9 +11,10 @@ from typing import Any
 import click
 
 from imagegen_conformance import contracts
-from imagegen_conformance.mocks.engine import check_store, is_loopback
+from imagegen_conformance.mocks.engine import PortInUse, check_store, is_loopback
 
-from ._serve_cmd import ServeConfig, run_serve
+from ..rules._live import LiveDeviation
+from ._serve_cmd import ServeConfig, build_servers, run_serve
 from ._workers import run_workers
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -82,6 +83,7 @@ def main() -> None:
 
     \b
     Start mocks:       imagegen-conformance serve --provider cloudsway
+    Judge as you go:   imagegen-conformance serve -p cloudsway --check, then verify --target URL
     List what exists:  imagegen-conformance providers
     """
 
@@ -128,7 +130,15 @@ def main() -> None:
               help="Require this X-Admin-Token on /__mock/ (env IMAGEGEN_ADMIN_TOKEN).")
 @click.option("--allow-host", "allow_hosts", multiple=True, metavar="HOST",
               help="Also deliver webhooks/callbacks to this host (default: loopback only).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per listener.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON lines: one object per listener (and per exchange / deviation).")
+@click.option("--check", is_flag=True,
+              help="Evaluate the behaviour rules live over every client's exchanges: print each "
+                   "deviation as it is found, serve them at GET /__mock/deviations (the gate: "
+                   "`imagegen-conformance verify --target URL`).")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Print one line per exchange: method, path, status, operation, fault, ms "
+                   "(secrets redacted).")
 @click.option("--drift", "drifts", multiple=True, metavar="SPEC",
               help="Make answers deviate from the contract on purpose (to test drift detection): "
                    "rename:OLD=NEW, drop:KEY or status:CODE, with ;op=OPERATION;times=N. "
@@ -159,8 +169,10 @@ def serve(**kwargs: Any) -> None:
       imagegen-conformance serve -p fal --tls --tls-dir ./tls
       imagegen-conformance serve --replay session.jsonl --port 0 --time-scale 10
       imagegen-conformance serve -p fal --workers 2 --store redis://127.0.0.1:6379/0
+      imagegen-conformance serve -p cloudsway --check --verbose   (then: verify --target URL)
 
-    Stop with Ctrl-C or SIGTERM.
+    Stop with Ctrl-C or SIGTERM. Exit status: 0 stopped, 2 usage error (a bad flag value, a
+    port in use).
     """
     for spec in kwargs["drifts"]:
         try:
@@ -192,14 +204,22 @@ def serve(**kwargs: Any) -> None:
     if kwargs["workers"] > 1 and kwargs["replay"] is not None:
         raise click.BadParameter("--replay serves from one process; drop --workers", param_hint="--workers")
     config = ServeConfig(providers=providers, options=_options(kwargs.pop("options")), **kwargs)
+    servers = None
+    if config.replay is None:
+        try:
+            servers = build_servers(config)
+        except ValueError as exc:  # a bad --fault, --option, --rate-limit, --lifecycle...
+            raise click.UsageError(str(exc)) from None
     try:
         if config.workers > 1:
             asyncio.run(check_store(config.store))
             run_workers(config, _emit(config.as_json))
         else:
-            asyncio.run(run_serve(config, _emit(config.as_json)))
+            asyncio.run(run_serve(config, _emit(config.as_json), servers))
     except KeyboardInterrupt:
         pass
+    except PortInUse as exc:
+        raise click.UsageError(str(exc.strerror or exc)) from None
     except (ValueError, OSError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -207,7 +227,7 @@ def serve(**kwargs: Any) -> None:
 def _emit(as_json: bool) -> Any:
     def emit(kind: str, **fields: Any) -> None:
         if as_json:
-            click.echo(json.dumps({"kind": kind, **fields}))
+            click.echo(json.dumps({"kind": kind, **fields}, default=str))
         elif kind == "listener":
             name = fields["provider"] if fields["primary"] else f"{fields['provider']}:{fields['role']}"
             click.echo(f"{name} {fields['url']}")
@@ -216,10 +236,35 @@ def _emit(as_json: bool) -> Any:
             click.echo(f"worker {fields['worker']} {name} {fields['url']}")
         elif kind == "ca_bundle":
             click.echo(f"ca-bundle {fields['path']}")
+        elif kind == "exchange":
+            click.echo(f"{fields['provider']} {fields['line']}")
+        elif kind == "deviation":
+            click.echo("\n".join(live_lines(fields["provider"], fields["item"])))
         sys.stdout.flush()
 
-    return emit
+    def emit_json(kind: str, **fields: Any) -> None:
+        fields.pop("item", None)
+        fields.pop("line", None)
+        emit(kind, **fields)
 
+    return emit_json if as_json else emit
+
+
+def live_lines(provider: str, item: LiveDeviation) -> list[str]:
+    """A live deviation with its evidence, one fact per line, never wrapped."""
+    dev = item.deviation
+    lines = [f"{provider} deviation #{item.seq} {dev}", f"    client:    {item.client}"]
+    if dev.expected is not None or dev.actual is not None:
+        lines.append(f"    expected:  {_short(dev.expected)}")
+        lines.append(f"    actual:    {_short(dev.actual)}")
+    if dev.reproduce:
+        lines.append(f"    reproduce: {dev.reproduce}")
+    return lines
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 
@@ -302,8 +347,7 @@ def check(provider: str, target: str | None, max_examples: int, api_key: str | N
 @click.option("--report", "report", type=click.Choice(["terminal", "json", "junit", "html"]),
               default="terminal", show_default=True, help="Report format.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the report to this file (default stdout); with --report terminal, "
-                   "the JSON report is saved there besides the terminal output.")
+              help="Write the report, in the --report format, to this file (default stdout).")
 @click.option("--fail-on", default="error", show_default=True,
               type=click.Choice(["info", "warning", "error", "critical"]),
               help="Exit 1 when a deviation at or above this severity is found.")
@@ -371,6 +415,68 @@ def run(**kwargs: Any) -> None:
 
 
 @main.command(context_settings=CONTEXT)
+@click.option("--target", required=True, metavar="URL",
+              help="Base URL of a running mock (serve --check) or of a proxy.")
+@click.option("--fail-on", default="error", show_default=True,
+              type=click.Choice(["info", "warning", "error", "critical"]),
+              help="Exit 1 when a deviation at or above this severity was found.")
+@click.option("--report", "report", type=click.Choice(["terminal", "json", "junit", "html"]),
+              default="terminal", show_default=True, help="Report format (one section per client).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the report, in the --report format, to this file (default stdout).")
+@click.option("--admin-token", default=None, envvar="IMAGEGEN_ADMIN_TOKEN",
+              help="The mock's --admin-token (env IMAGEGEN_ADMIN_TOKEN).")
+@click.option("--reset", is_flag=True, help="Reset the mock once read, so the next job starts clean.")
+def verify(target: str, fail_on: str, report: str, out: Path | None, admin_token: str | None,
+           reset: bool) -> None:
+    """Gate CI on what a running mock saw: exit 1 on any deviation at or above --fail-on.
+
+    \b
+    For clients in any language that run their own tests against `serve`:
+      imagegen-conformance serve -p cloudsway --port 8701 --check &
+      npm test                      # your suite, pointed at http://127.0.0.1:8701
+      imagegen-conformance verify --target http://127.0.0.1:8701 --report junit --out live.xml
+
+    \b
+    Clients are told apart by key (a one-way fingerprint), user agent and task; the rules are
+    those of `run` (`imagegen-conformance rules`), except those that need the client's own
+    verdict. A mock started without --check is judged from its journal.
+
+    \b
+    Exit status: 0 nothing at or above --fail-on, 1 deviations, 2 usage error (not a mock),
+    3 the target is unreachable.
+    """
+    from rich.console import Console
+
+    from ..rules._deviation import Severity
+    from ._output import write_report
+    from ._verify_cmd import Unreachable, VerifyError, fetch_session, live_report
+
+    if not target.startswith(("http://", "https://")):
+        raise click.BadParameter(f"{target!r} is not an http(s) URL", param_hint="--target")
+    err = Console(stderr=True)
+    try:
+        session = fetch_session(target, admin_token=admin_token)
+    except VerifyError as exc:
+        raise click.UsageError(str(exc)) from None
+    except Unreachable as exc:
+        err.print(f"Error: {exc}", highlight=False, markup=False)
+        sys.exit(3)
+    for note in session.notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
+    if not session.exchanges and not session.deviations:
+        err.print(f"note: {session.target} has seen no exchanges yet", highlight=False, markup=False)
+    result = live_report(session, Severity.parse(fail_on))
+    write_report(result, report, out, err)
+    if reset:
+        import httpx
+
+        headers = {"X-Admin-Token": admin_token} if admin_token else {}
+        httpx.post(session.target + "/__mock/reset", headers=headers, timeout=30.0)
+    sys.exit(result.exit_code)
+
+
+@main.command(context_settings=CONTEXT)
 @click.option("--provider", "-p", required=True, metavar="ID", help="Provider whose contract validates.")
 @click.option("--target", required=True, metavar="URL", help="Base URL of a mock or a live endpoint.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
@@ -391,8 +497,10 @@ def proxy(provider: str, target: str, host: str, port: int, time_scale: float,
 
     \b
     Streams (SSE, NDJSON) pass through as they arrive and are validated event by event;
+    the behaviour rules run over each client's exchanges as they pass (as serve --check);
     secrets (Authorization, keys, signed query strings) are redacted before anything is
-    printed or recorded. GET /__proxy/journal returns what it saw.
+    printed or recorded. GET /__proxy/journal returns what it saw, GET /__proxy/deviations
+    what it found (verify --target PROXY-URL gates on it). Exit status 2: a usage error.
 
     \b
     Example:
@@ -415,6 +523,8 @@ def proxy(provider: str, target: str, host: str, port: int, time_scale: float,
                               recorder=recorder))
     except KeyboardInterrupt:
         pass
+    except PortInUse as exc:
+        raise click.UsageError(str(exc.strerror or exc)) from None
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
 

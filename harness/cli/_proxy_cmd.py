@@ -42,9 +42,11 @@ async def run_proxy(
     proxy = ValidatingProxy(
         provider, target, time_scale=time_scale, on_exchange=on_exchange, on_deviation=on_deviation,
         on_raw=recorder.on_raw if recorder is not None else None,
-        rewrite_links=recorder is not None,
+        rewrite_links=recorder is not None, live_rules=True,
     )
     url = await proxy.start(host, port)
+    assert proxy.live is not None
+    proxy.live.base_url = url
     note = f" (recording to {recorder.path}, {recorder.format})" if recorder is not None else ""
     out.print(f"{provider} proxy {url} -> {target}{note}", highlight=False, markup=False)
     if recorder is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,11 +13,11 @@ from rich.console import Console
 
 from imagegen_conformance import contracts
 
-from ..report._render import render
 from ..report._report import Report, ScenarioResult
 from ..rules._deviation import Severity
 from ..run._clients import CommandClient, load_client
 from ..run._runner import RunOptions, run
+from ._output import write_report
 
 __all__ = ["RunConfig", "UsageError", "execute_run"]
 
@@ -132,14 +131,5 @@ def execute_run(config: RunConfig, console: Console | None = None) -> int:
         report: Report = asyncio.run(run(options))
     finally:
         status.stop()
-    text = render(report, config.report, console or Console())
-    if text is not None:
-        if config.out is not None:
-            config.out.parent.mkdir(parents=True, exist_ok=True)
-            config.out.write_text(text, encoding="utf-8")
-            err.print(f"{config.report} report written to {config.out}", highlight=False)
-        else:
-            sys.stdout.write(text)
-    elif config.out is not None:
-        config.out.write_text(report.to_json(), encoding="utf-8")
+    write_report(report, config.report, config.out, err, console)
     return report.exit_code

@@ -10,7 +10,18 @@ from typing import Any
 
 from imagegen_conformance import contracts
 from imagegen_conformance.mocks import MockServer, TLSMaterial, start
-from imagegen_conformance.mocks.engine import DriftSpec, Replay, apply_drift, share
+from imagegen_conformance.mocks.engine import (
+    DriftSpec,
+    Exchange,
+    Replay,
+    apply_drift,
+    redact_url,
+    share,
+)
+
+from ..rules._live import LiveDeviation, LiveRules
+
+__all__ = ["ServeConfig", "build_servers", "exchange_line", "run_serve"]
 
 
 @dataclass
@@ -38,6 +49,8 @@ class ServeConfig:
     store: str = "memory"  # or redis://HOST:PORT/DB: state shared by workers, kept over restarts
     workers: int = 1  # processes serving the same ports (needs a shared store beyond 1)
     worker_ports: bool = False  # each worker also listens on a port of its own
+    check: bool = False  # evaluate the rules live: GET /__mock/deviations, print each one found
+    verbose: bool = False  # print one line per exchange
 
 
 def build_servers(config: ServeConfig) -> list[MockServer]:
@@ -77,12 +90,40 @@ def _options_for(provider: str, config: ServeConfig) -> dict[str, str]:
     return chosen
 
 
-async def run_serve(config: ServeConfig, emit: Callable[..., Any]) -> None:
+def exchange_line(ex: Exchange) -> str:
+    """``#3 GET /v2/ai/e/images/tasks/1 -> 200 getImageTask 1.4 ms``, secrets redacted."""
+    query = "?" + "&".join(f"{k}={v}" for k, v in ex.query) if ex.query else ""
+    status = ex.status if ex.status is not None else "no answer"
+    fault = f" fault={','.join(ex.faults)}" if ex.faults else ""
+    took = f"{ex.duration_ms:.1f} ms" if ex.duration_ms is not None else "- ms"
+    error = " (handler crashed)" if ex.error and "Traceback" in ex.error else ""
+    return (f"#{ex.seq} {ex.method} {redact_url(ex.path + query)} -> {status} "
+            f"{ex.operation or '-'}{fault} {took}{error}")
+
+
+def _watch(server: MockServer, config: ServeConfig, emit: Callable[..., Any]) -> LiveRules | None:
+    """Wire ``--verbose`` and ``--check`` to a server through its observer hook."""
+    provider = server.provider_id
+    if config.verbose:
+        server.observe(lambda ex: emit("exchange", provider=provider, line=exchange_line(ex),
+                                       exchange=ex.to_dict()))
+    if not config.check:
+        return None
+
+    def found(item: LiveDeviation) -> None:
+        emit("deviation", provider=provider, deviation=item.to_dict(), item=item)
+
+    return LiveRules(provider, on_deviation=found).attach(server)
+
+
+async def run_serve(
+    config: ServeConfig, emit: Callable[..., Any], servers: list[MockServer] | None = None,
+) -> None:
     """Start the servers, announce them, and wait for SIGINT/SIGTERM."""
     if config.replay is not None:
         await _run_replay(config, emit)
         return
-    servers = build_servers(config)
+    servers = servers if servers is not None else build_servers(config)
     if config.store != "memory":
         for server in servers:
             if server.provider.shareable:
@@ -90,12 +131,16 @@ async def run_serve(config: ServeConfig, emit: Callable[..., Any]) -> None:
             else:
                 print(f"warning: {server.provider_id} is served from this process's memory, not the "
                       "shared store (its state cannot be shared)", file=sys.stderr, flush=True)
+    live = {s.provider_id: _watch(s, config, emit) for s in servers}
     if config.port is not None:
         ports = {p: config.port for p in config.providers}
     else:
         ports = {p: contracts.load(p).behaviour.port for p in config.providers}
     tls = TLSMaterial.create(config.tls_dir) if config.tls else None
     served = await start(servers, host=config.host, ports=ports, tls=tls)
+    for provider, rules in live.items():
+        if rules is not None and rules.base_url is None:
+            rules.base_url = served.url(provider)  # reproduce lines name this server
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ from imagegen_conformance.mocks.engine import (
     Journal,
     bind,
     is_loopback,
+    key_fingerprint,
     redact_headers,
     redact_query,
     redact_text,
@@ -39,6 +41,7 @@ from imagegen_conformance.mocks.engine import (
 
 from ..rules._deviation import Deviation
 from ..rules._exchanges import media_type, parse_sse
+from ..rules._live import LiveDeviation, LiveRules
 from ..rules._profile import operation_for
 from ..rules._validate import STREAM_MEDIA, validate_event, validate_exchange
 
@@ -87,6 +90,7 @@ class ValidatingProxy:
         on_raw: Callable[[Exchange, bytes, list[tuple[float, bytes]] | None], None] | None = None,
         rewrite_links: bool = False,
         base_path: str = "",
+        live_rules: bool = False,
     ) -> None:
         self.contract = contracts.load(provider)
         # The client's base URL carries this path on the proxy as on the target (the proxy
@@ -113,7 +117,11 @@ class ValidatingProxy:
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
         self._t0 = time.time()
+        self._secret = os.urandom(16)
         self.url: str | None = None
+        # The behaviour rules over what passes, per client (schema checks run as it passes).
+        self.live: LiveRules | None = LiveRules(self.provider, on_deviation=self._live_found) \
+            if live_rules else None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -148,6 +156,10 @@ class ValidatingProxy:
             )
         return self._session
 
+    def _live_found(self, item: LiveDeviation) -> None:
+        if not item.deviation.rule.startswith("schema."):  # those were reported as they passed
+            self._deviate([item.deviation])
+
     def _deviate(self, found: list[Deviation]) -> None:
         self.deviations.extend(found)
         if self.on_deviation:
@@ -175,6 +187,7 @@ class ValidatingProxy:
             request_body=_text(body, request.headers.get("Content-Type", "")),
             started_at=now,
             provider_time=self._t0 + (now - self._t0) * self.time_scale,
+            key_id=self._key_id(request.headers.get(self.contract.behaviour.auth.header)),
         )
         self.journal.append(exchange)
         started = time.perf_counter()
@@ -258,6 +271,9 @@ class ValidatingProxy:
             return path[len(base):] or "/"
         return path
 
+    def _key_id(self, value: str | None) -> str | None:
+        return key_fingerprint(self._secret, self.contract.behaviour.auth.key_of(value) or value)
+
     def _relink(self, text: str) -> str:
         return text.replace(self.target, self.url) if self.url else text
 
@@ -288,6 +304,8 @@ class ValidatingProxy:
             self._deviate(validate_exchange(self.contract, _without_events(exchange), self.url))
         if self.on_exchange:
             self.on_exchange(exchange)
+        if self.live is not None:
+            self.live.add(exchange)
 
     def _admin(self, request: web.Request) -> web.StreamResponse:
         if request.path.rstrip("/") == "/__proxy/journal" and request.method == "GET":
@@ -297,8 +315,18 @@ class ValidatingProxy:
                 "exchanges": [e.to_dict() for e in self.journal.entries(since)],
                 "deviations": [d.to_dict() for d in self.deviations],
             }, dumps=lambda o: json.dumps(o, default=str))
+        if request.path.rstrip("/") == "/__proxy/deviations" and request.method == "GET" \
+                and self.live is not None:
+            try:
+                found = self.live.deviations(int(request.query.get("since", "0")),
+                                             request.query.get("severity"), request.query.get("rule"))
+            except ValueError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response(self.live.to_dict(found),
+                                     dumps=lambda o: json.dumps(o, default=str))
         return web.json_response(
-            {"error": "proxy endpoints: GET /__proxy/journal?since=SEQ"}, status=404
+            {"error": "proxy endpoints: GET /__proxy/journal?since=SEQ, GET /__proxy/deviations"
+                      "?since=SEQ&severity=LEVEL (proxy with live rules)"}, status=404
         )
 
 

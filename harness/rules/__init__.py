@@ -12,6 +12,7 @@ from ._exchanges import (
     response_json,
     stream_events,
 )
+from ._live import ClientSession, LiveDeviation, LiveRules
 from ._profile import OperationProfile, Profile, Selector, json_path, operation_for, profile
 from ._results import ClientResult, Frame, ImageResult, NotJudged
 from ._rules import RULES, ClientOutcome, RuleContext, RuleInfo, check_rules, rule_catalogue
@@ -22,9 +23,12 @@ __all__ = [
     "RULES",
     "ClientOutcome",
     "ClientResult",
+    "ClientSession",
     "Deviation",
     "Frame",
     "ImageResult",
+    "LiveDeviation",
+    "LiveRules",
     "LiveTarget",
     "NotJudged",
     "OperationProfile",

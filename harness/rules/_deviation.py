@@ -75,6 +75,17 @@ class Deviation:
             "scenario": self.scenario,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Deviation:
+        """The inverse of :meth:`to_dict` (what ``GET /__mock/deviations`` returns)."""
+        return cls(
+            rule=str(data["rule"]), severity=Severity.parse(str(data["severity"])),
+            side=Side(str(data["side"])), message=str(data.get("message") or ""),
+            exchanges=tuple(int(s) for s in data.get("exchanges") or ()), path=data.get("path"),
+            expected=data.get("expected"), actual=data.get("actual"),
+            reproduce=data.get("reproduce"), scenario=data.get("scenario"),
+        )
+
     def __str__(self) -> str:
         where = f" at {self.path}" if self.path else ""
         ex = f" (exchange {', '.join(f'#{s}' for s in self.exchanges)})" if self.exchanges else ""

@@ -16,7 +16,7 @@ from ._drift import DRIFTS, DriftSpec, apply_drift
 from ._faults import FAULTS, STAGES, FaultError, FaultNotApplicable, FaultPlan, FaultSpec, parse_faults
 from ._http import MAX_DEPTH, BodyError, MockRequest, MockResponse, dumps, loads
 from ._images import FORMATS, ImageSpec, ImageTokenError, ImageTokens, render
-from ._journal import Exchange, Journal
+from ._journal import Exchange, Journal, key_fingerprint
 from ._links import LinkSigner
 from ._pings import Pings
 from ._provider import Provider, Route, provider_class, route
@@ -25,8 +25,12 @@ from ._redact import redact_exchange, redact_headers, redact_query, redact_text,
 from ._replay import RecordedAnswer, Replay, ReplayError
 from ._respx import mock_router
 from ._serve import Listener, PortInUse, Served, TLSMaterial, bind, start
+<<<<<<< HEAD
 from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, Call, MockServer
 from ._shared import Shared, StoreUnavailable, check_store, share
+=======
+from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, AdminHandler, Call, MockServer, Observer
+>>>>>>> ab0abfe (Live rules: serve --check evaluates the behaviour rules per client as exchanges arrive (GET /__mock/deviations, ?since/severity/rule), verify --target gates CI on them, the proxy runs them too; serve --verbose; engine observer and admin-route hooks, key fingerprints; usage errors of serve and proxy exit 2; run --out follows --report)
 from ._signing import Ed25519Signer
 from ._store_redis import RedisTaskStore
 from ._streams import ndjson_line, sse_comment, sse_event
@@ -42,6 +46,7 @@ __all__ = [
     "MAX_DEPTH",
     "SCENARIO_HEADER",
     "STAGES",
+    "AdminHandler",
     "Body",
     "BodyError",
     "Call",
@@ -69,6 +74,7 @@ __all__ = [
     "MockRequest",
     "MockResponse",
     "MockServer",
+    "Observer",
     "Pings",
     "PortInUse",
     "ProtocolLog",
@@ -93,7 +99,11 @@ __all__ = [
     "check_store",
     "dumps",
     "is_loopback",
+<<<<<<< HEAD
     "loads",
+=======
+    "key_fingerprint",
+>>>>>>> ab0abfe (Live rules: serve --check evaluates the behaviour rules per client as exchanges arrive (GET /__mock/deviations, ?since/severity/rule), verify --target gates CI on them, the proxy runs them too; serve --verbose; engine observer and admin-route hooks, key fingerprints; usage errors of serve and proxy exit 2; run --out follows --report)
     "make_app",
     "make_clock",
     "mock_router",

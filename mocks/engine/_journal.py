@@ -1,14 +1,26 @@
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Exchange", "Journal", "body_text"]
+__all__ = ["Exchange", "Journal", "body_text", "key_fingerprint"]
 
 BODY_LIMIT = 65_536
 EVENT_LIMIT = 1_000
+
+
+def key_fingerprint(secret: bytes, key: str | None) -> str | None:
+    """A short, one-way name for a credential: tells clients apart without storing the key.
+
+    Keyed by the server's secret, so a fingerprint cannot be checked against guessed keys.
+    """
+    if not key:
+        return None
+    return "key-" + hmac.new(secret, key.encode(), hashlib.sha256).hexdigest()[:10]
 
 
 def body_text(body: bytes, content_type: str | None) -> str | None:
@@ -44,6 +56,7 @@ class Exchange:
     faults: list[str] = field(default_factory=list)
     error: str | None = None  # a handler crash, with its traceback
     complete: bool = False  # False while a stream is still being written
+    key_id: str | None = None  # key_fingerprint() of the credential sent, never the key itself
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -7,8 +7,13 @@ import os
 import random
 import time
 import traceback
+<<<<<<< HEAD
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+=======
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+>>>>>>> ab0abfe (Live rules: serve --check evaluates the behaviour rules per client as exchanges arrive (GET /__mock/deviations, ?since/severity/rule), verify --target gates CI on them, the proxy runs them too; serve --verbose; engine observer and admin-route hooks, key fingerprints; usage errors of serve and proxy exit 2; run --out follows --report)
 
 from imagegen_conformance import contracts
 from imagegen_conformance.contracts import Contract, ContractError
@@ -29,17 +34,21 @@ from ._faults import (
 )
 from ._http import MockRequest, MockResponse
 from ._images import ImageSpec, ImageTokenError, ImageTokens, render
-from ._journal import EVENT_LIMIT, Exchange, Journal, body_text
+from ._journal import EVENT_LIMIT, Exchange, Journal, body_text, key_fingerprint
 from ._links import LinkSigner
 from ._provider import Provider, Route, provider_class
 from ._ratelimit import RateLimiter
 from ._redact import redact_headers, redact_query, redact_text
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
 
+<<<<<<< HEAD
 if TYPE_CHECKING:
     from ._shared import Shared
 
 __all__ = ["ADMIN_PREFIX", "Call", "MockServer", "signing_key"]
+=======
+__all__ = ["ADMIN_PREFIX", "AdminHandler", "Call", "MockServer", "Observer", "signing_key"]
+>>>>>>> ab0abfe (Live rules: serve --check evaluates the behaviour rules per client as exchanges arrive (GET /__mock/deviations, ?since/severity/rule), verify --target gates CI on them, the proxy runs them too; serve --verbose; engine observer and admin-route hooks, key fingerprints; usage errors of serve and proxy exit 2; run --out follows --report)
 
 ADMIN_PREFIX = "/__mock/"
 FAULT_HEADER = "X-Mock-Fault"
@@ -49,6 +58,11 @@ LIFECYCLES = ("time", "polls")
 ANSWERS_KEPT = 4096
 #: Fault stages that travel with the task a request creates (to its links and deliveries).
 CARRIED = frozenset({"task", "link", "delivery"})
+
+#: Called with each exchange once it is complete (a stream: once its last chunk has passed).
+Observer = Callable[[Exchange], None]
+#: An extra admin endpoint: the request in, the answer out (see MockServer.add_admin_route).
+AdminHandler = Callable[[MockRequest], Awaitable[MockResponse]]
 
 
 class Call:
@@ -284,7 +298,36 @@ class MockServer:
         self.background: set[asyncio.Task[Any]] = set()
         self.deliveries = Deliverer(self)
         self.errors: list[str] = []  # handler crashes, newest last; surfaced by tests and reports
+<<<<<<< HEAD
         self.shared: Shared | None = None  # set by share(): the state lives in Redis (_shared.py)
+=======
+        self._observers: list[Observer] = []
+        self._reset_hooks: list[Callable[[], None]] = []
+        self.admin_routes: dict[tuple[str, str], tuple[AdminHandler, str]] = {}
+
+    # --- extension points (the harness builds on these; the engine knows nothing of it) ---
+
+    def observe(self, on_exchange: Observer, *, on_reset: Callable[[], None] | None = None) -> None:
+        """Call ``on_exchange`` with every exchange once it is complete, in the server's loop.
+
+        ``on_reset`` runs when the mock is reset (``POST /__mock/reset``). An observer that
+        raises is recorded in :attr:`errors`, like a handler crash; the answer is not affected.
+        """
+        self._observers.append(on_exchange)
+        if on_reset is not None:
+            self._reset_hooks.append(on_reset)
+
+    def add_admin_route(self, method: str, path: str, handler: AdminHandler, doc: str = "") -> None:
+        """Serve ``method /__mock/<path>`` with ``handler`` (listed at ``GET /__mock/``)."""
+        self.admin_routes[(method.upper(), "/" + path.strip("/"))] = (handler, doc)
+
+    def _completed(self, exchange: Exchange) -> None:
+        for observer in self._observers:
+            try:
+                observer(exchange)
+            except Exception as exc:  # a bug in an observer must surface, not vanish
+                self.errors.append(f"observer {observer!r} failed on #{exchange.seq}: {exc!r}")
+>>>>>>> ab0abfe (Live rules: serve --check evaluates the behaviour rules per client as exchanges arrive (GET /__mock/deviations, ?since/severity/rule), verify --target gates CI on them, the proxy runs them too; serve --verbose; engine observer and admin-route hooks, key fingerprints; usage errors of serve and proxy exit 2; run --out follows --report)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -371,6 +414,8 @@ class MockServer:
         if self.rate_limiter:
             self.rate_limiter.reset()
         self.provider.on_reset()
+        for hook in self._reset_hooks:
+            hook()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run a background job (a webhook delivery) that :meth:`aclose` waits for or cancels."""
@@ -446,6 +491,7 @@ class MockServer:
             request_body=redact_text(body_text(request.body, request.headers.get("Content-Type"))),
             started_at=time.time(),
             provider_time=self.clock.now(),
+            key_id=self._key_id(request),
         )
         try:
             faults = self._faults_for(request, operation)
@@ -473,6 +519,7 @@ class MockServer:
                 exchange.duration_ms = (time.perf_counter() - started) * 1000
                 exchange.complete = True
                 self.journal.append(exchange)
+                self._completed(exchange)
                 raise
             except Exception as exc:  # a handler crash is a mock bug: record it, answer, surface it
                 exchange.error = traceback.format_exc()
@@ -499,7 +546,14 @@ class MockServer:
             exchange.duration_ms = (time.perf_counter() - started) * 1000
             exchange.complete = True
         self.journal.append(exchange)
+        if exchange.complete:
+            self._completed(exchange)
         return response
+
+    def _key_id(self, request: MockRequest) -> str | None:
+        auth = self.contract.behaviour.auth
+        value = request.headers.get(auth.header)
+        return key_fingerprint(self.secret, auth.key_of(value) or value)
 
     def _allowed(self, request: MockRequest) -> list[str]:
         return sorted({r.method for r in self.routes
@@ -632,6 +686,7 @@ class MockServer:
             exchange.complete = True
             if response.on_close is not None:
                 response.on_close()
+            self._completed(exchange)
 
     # --- convenience for in-process use --------------------------------------------------
 
