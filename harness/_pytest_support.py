@@ -15,9 +15,13 @@ from .rules._rules import RuleContext, check_rules
 from .rules._targets import LiveTarget
 from .rules._validate import validate_all
 
-#: The key every fixture's mock accepts, and what tests send.
+#: The key a fixture's ``headers`` send. Its mock accepts any well-formed key, as ``serve`` does,
+#: unless the marker pins some (``api_keys=[...]``).
 TEST_KEY = "imagegen-test-key"
 DEFAULT_TIME_SCALE = 50.0
+#: What ``@pytest.mark.imagegen(...)`` takes.
+MARKER_KEYS = ("scenario", "faults", "time_scale", "clock", "lifecycle", "options", "api_keys",
+               "allow_deviations")
 
 
 @dataclass(frozen=True)
@@ -29,13 +33,16 @@ class MockConfig:
     time_scale: float = DEFAULT_TIME_SCALE
     lifecycle: str = "time"
     options: tuple[tuple[str, str], ...] = ()
+    api_keys: tuple[str, ...] = ()  # empty: any well-formed key
 
     @classmethod
     def from_marker(cls, provider: str, kwargs: Mapping[str, Any]) -> MockConfig:
         scale = float(kwargs.get("time_scale") or DEFAULT_TIME_SCALE)
         clock = kwargs.get("clock") or ("real" if scale == 1.0 else "scaled")
+        keys = kwargs.get("api_keys") or ()
         return cls(provider, clock, scale, kwargs.get("lifecycle") or "time",
-                   tuple(sorted((kwargs.get("options") or {}).items())))
+                   tuple(sorted((kwargs.get("options") or {}).items())),
+                   (keys,) if isinstance(keys, str) else tuple(keys))
 
 
 class MockHub:
@@ -50,7 +57,7 @@ class MockHub:
             def build() -> list[MockServer]:
                 return [MockServer(config.provider, clock=config.clock, time_scale=config.time_scale,
                                    lifecycle=config.lifecycle, options=dict(config.options),
-                                   api_keys=[TEST_KEY])]
+                                   api_keys=config.api_keys)]
 
             thread = self._threads[config] = ServeThread(build).start()
         return thread
@@ -78,6 +85,11 @@ class ProviderMock:
     check_deviations: bool = True
     api_key: str = TEST_KEY
     urls: dict[str, str] = field(default_factory=dict)
+    allowed: frozenset[str] = frozenset()  # rule ids the test allows (allow_deviations=[...])
+
+    def __post_init__(self) -> None:
+        if self.config.api_keys and self.api_key not in self.config.api_keys:
+            self.api_key = self.config.api_keys[0]  # headers send a key the mock accepts
 
     @property
     def server(self) -> MockServer:
@@ -146,8 +158,18 @@ class LiveProvider:
         return {auth.header: f"{auth.scheme} {self.api_key}" if auth.scheme else self.api_key}
 
 
+def allowed_rules(value: Any) -> tuple[bool, frozenset[str]]:
+    """``allow_deviations`` of the marker: (check at all, rule ids allowed)."""
+    if value is True:
+        return False, frozenset()
+    if not value:
+        return True, frozenset()
+    return True, frozenset([value] if isinstance(value, str) else value)
+
+
 def format_deviations(provider: str, deviations: list[Deviation], journal: list[Exchange]) -> str:
-    """A failure message with the evidence: rule, side, field, expected vs actual, reproduce."""
+    """A failure message with the evidence: rule, side, field, expected vs actual, reproduce,
+    and how to allow the deviation when the test means it (a negative test)."""
     by_seq = {e.seq: e for e in journal}
     lines = [f"{len(deviations)} contract deviation(s) in this test's {provider} exchanges:"]
     for dev in deviations:
@@ -160,6 +182,13 @@ def format_deviations(provider: str, deviations: list[Deviation], journal: list[
                 lines.append(f"    exchange #{seq}: {ex.method} {ex.path} -> {ex.status}")
         if dev.reproduce:
             lines.append(f"    reproduce: {dev.reproduce}")
+    rules = sorted({d.rule for d in deviations})
+    lines += [
+        "If the test means it (a negative test, e.g. sending an invalid body to assert the 400), "
+        "allow it:",
+        f"    @pytest.mark.imagegen(allow_deviations={rules!r})   # or allow_deviations=True for any",
+        "or raise the threshold for the whole run: pytest --imagegen-fail-on critical",
+    ]
     return "\n".join(lines)
 
 

@@ -5,7 +5,9 @@ Fixtures: one per provider, named in its contract (``cloudsway_mock``, ``acedata
 ``--imagegen-contracts``), reset per test; ``imagegen_mock`` (factory by provider id), ``imagegen_respx``
 (in-process, under the real hostnames), ``imagegen_mocks`` (the session's servers).
 Marker: ``@pytest.mark.imagegen(scenario=, faults=[...], time_scale=, clock=, lifecycle=,
-options={...}, allow_deviations=False)``.
+options={...}, api_keys=[...], allow_deviations=False | True | [rule ids])``. A fixture's mock
+accepts any well-formed key, as ``serve`` does, unless ``api_keys`` pins some. A marker that names
+an unknown scenario, fault or argument is a usage error, listing what is valid.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from imagegen_conformance import contracts
 from imagegen_conformance.mocks import MockServer, mock_router
 
 from ._pytest_support import (
+    MARKER_KEYS,
     LiveProvider,
     MockConfig,
     MockHub,
     ProviderMock,
+    allowed_rules,
     at_or_above,
     format_deviations,
 )
@@ -44,7 +48,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "imagegen(scenario=None, faults=(), time_scale=None, clock=None, lifecycle=None, "
-        "options=None, allow_deviations=False): set up the provider mocks for this test",
+        "options=None, api_keys=(), allow_deviations=False): set up the provider mocks for this "
+        "test (allow_deviations: True, or the rule ids a negative test means to break)",
     )
     try:
         if config.getoption("--imagegen-contracts"):
@@ -58,6 +63,52 @@ def pytest_configure(config: pytest.Config) -> None:
     for name, fixture in fixtures.items():
         setattr(holder, name, fixture)
     config.pluginmanager.register(holder, "imagegen-conformance-providers")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A marker naming an unknown argument, scenario or fault stops the run as a usage error."""
+    fixtures = {contracts.load(p).behaviour.fixture: p for p in contracts.available()}
+    for item in items:
+        marker = item.get_closest_marker("imagegen")
+        if marker is None:
+            continue
+        problem = _marker_problem(dict(marker.kwargs), [
+            p for name, p in fixtures.items() if name in getattr(item, "fixturenames", ())
+        ])
+        if problem:
+            raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.imagegen: {problem}")
+
+
+def _marker_problem(kwargs: dict[str, Any], providers: list[str]) -> str | None:
+    import difflib
+
+    from imagegen_conformance.mocks.engine import FaultSpec
+
+    for key in kwargs:
+        if key not in MARKER_KEYS:
+            close = difflib.get_close_matches(key, MARKER_KEYS, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            return f"unknown argument {key!r}.{hint} Valid: {', '.join(MARKER_KEYS)}"
+    scenario = kwargs.get("scenario")
+    if scenario and providers:
+        for provider in providers:
+            known = [s.id for s in contracts.load(provider).scenarios]
+            if scenario not in known:
+                close = difflib.get_close_matches(str(scenario), known, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                return (f"{provider} has no scenario {scenario!r}.{hint} "
+                        f"Valid scenarios of {provider}: {', '.join(known)}")
+    elif scenario and not any(
+        scenario in [s.id for s in contracts.load(p).scenarios] for p in contracts.available()
+    ):  # only the factory is used: some provider must have it
+        return f"no provider has a scenario {scenario!r} (see `imagegen-conformance scenarios -p ID`)"
+    faults = kwargs.get("faults") or ()
+    for spec in [faults] if isinstance(faults, str) else faults:
+        try:
+            FaultSpec.parse(spec)
+        except ValueError as exc:
+            return f"faults: {exc}"
+    return None
 
 
 @pytest.fixture(scope="session")
@@ -90,9 +141,13 @@ def imagegen_mock(
             if missing:
                 pytest.skip(f"--imagegen-live: {name} needs {', '.join(missing)} in the environment")
             return LiveProvider(name, target)
+        problem = _marker_problem(settings, [name])
+        if problem:  # the factory was asked for a provider collection could not know of
+            pytest.fail(f"@pytest.mark.imagegen: {problem}", pytrace=False)
         config = MockConfig.from_marker(name, settings)
-        handle = ProviderMock(name, imagegen_mocks.get(config), config,
-                              check_deviations=not settings.get("allow_deviations", False))
+        check, allowed = allowed_rules(settings.get("allow_deviations", False))
+        handle = ProviderMock(name, imagegen_mocks.get(config), config, check_deviations=check,
+                              allowed=allowed)
         faults = list(settings.get("faults") or ())
         if settings.get("scenario"):
             faults += contracts.load(name).scenario(settings["scenario"]).faults
@@ -144,7 +199,8 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
             pytest.fail(f"the {handle.provider} mock crashed:\n" + "\n".join(server.errors),
                         pytrace=False)
         if handle.check_deviations:
-            found = at_or_above(handle.deviations(), threshold)
+            found = [d for d in at_or_above(handle.deviations(), threshold)
+                     if d.rule not in handle.allowed]
             if found:
                 pytest.fail(format_deviations(handle.provider, found, handle.journal()), pytrace=False)
     return result

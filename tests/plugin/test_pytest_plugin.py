@@ -141,3 +141,88 @@ def test_options_are_grouped_and_prefixed(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("--help")
     result.stdout.fnmatch_lines(["*image-generation provider mocks*", "*--imagegen-live*",
                                 "*--imagegen-fail-on*"])
+
+
+def test_fixtures_accept_any_well_formed_key_as_serve_does(pytester: pytest.Pytester) -> None:
+    result = run(pytester, '''
+import httpx, pytest
+
+def test_my_own_key(cloudsway_mock):
+    r = httpx.post(cloudsway_mock.url + "/v2/ai/e/images/generations",
+                   headers={"Authorization": "Bearer my-own-key"}, json={"prompts": "x"})
+    assert r.status_code == 200
+
+@pytest.mark.imagegen(api_keys=["pinned-key"], allow_deviations=True)
+def test_a_marker_pins_keys(cloudsway_mock):
+    assert cloudsway_mock.headers == {"Authorization": "Bearer pinned-key"}
+    other = httpx.post(cloudsway_mock.url + "/v2/ai/e/images/generations",
+                       headers={"Authorization": "Bearer my-own-key"}, json={"prompts": "x"})
+    pinned = httpx.post(cloudsway_mock.url + "/v2/ai/e/images/generations",
+                        headers=cloudsway_mock.headers, json={"prompts": "x"})
+    assert (other.status_code, pinned.status_code) == (401, 200)
+''')
+    result.assert_outcomes(passed=2)
+
+
+def test_a_deviation_failure_says_how_to_allow_an_intended_one(pytester: pytest.Pytester) -> None:
+    result = run(pytester, '''
+import httpx, pytest
+
+BODY = {"prompts": "x", "batchsize": 9}
+
+def test_negative_without_marker(cloudsway_mock):
+    r = httpx.post(cloudsway_mock.url + "/v2/ai/e/images/generations",
+                   headers=cloudsway_mock.headers, json=BODY)
+    assert r.status_code == 400
+
+@pytest.mark.imagegen(allow_deviations=["schema.request"])
+def test_negative_with_the_rule_allowed(cloudsway_mock):
+    r = httpx.post(cloudsway_mock.url + "/v2/ai/e/images/generations",
+                   headers=cloudsway_mock.headers, json=BODY)
+    assert r.status_code == 400
+
+@pytest.mark.imagegen(allow_deviations=["client.poll-interval"])
+def test_another_rule_allowed_still_fails(cloudsway_mock):
+    httpx.post(cloudsway_mock.url + "/v2/ai/e/images/generations",
+               headers=cloudsway_mock.headers, json=BODY)
+''')
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines([
+        "*test_negative_without_marker*",
+        "*schema.request*",
+        "*If the test means it*allow it:*",
+        "*@pytest.mark.imagegen(allow_deviations=?'schema.request'?)*allow_deviations=True for any*",
+    ])
+
+
+def test_an_unknown_scenario_is_a_usage_error_listing_the_valid_ones(pytester: pytest.Pytester) -> None:
+    result = run(pytester, '''
+import pytest
+
+@pytest.mark.imagegen(scenario="task-fail")
+def test_scenario(cloudsway_mock):
+    pass
+''')
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([
+        "*test_scenario: @pytest.mark.imagegen: cloudsway has no scenario 'task-fail'. "
+        "Did you mean 'task-fails'? Valid scenarios of cloudsway: happy-path*task-fails*",
+    ])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+@pytest.mark.parametrize(("marker", "says"), [
+    pytest.param('scenario="task-fial"', "no provider has a scenario 'task-fial'", id="factory-scenario"),
+    pytest.param('faults=["http503"]', "Did you mean 'http'?", id="unknown-fault"),
+    pytest.param('alow_deviations=True', "Did you mean 'allow_deviations'?", id="misspelt-argument"),
+])
+def test_other_marker_mistakes_are_usage_errors(pytester: pytest.Pytester, marker: str, says: str) -> None:
+    result = run(pytester, f'''
+import pytest
+
+@pytest.mark.imagegen({marker})
+def test_it(imagegen_mock):
+    imagegen_mock("cloudsway")
+''')
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert says in result.stderr.str()
