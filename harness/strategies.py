@@ -16,9 +16,15 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-import schemathesis
-from hypothesis import strategies as st
-from schemathesis import GenerationMode
+try:
+    import schemathesis
+    from hypothesis import strategies as st
+    from schemathesis import GenerationMode
+except ImportError as exc:  # they come with the [check] extra, not with the core install
+    raise ImportError(
+        f"imagegen_conformance.harness.strategies needs hypothesis and schemathesis ({exc}); "
+        "install them with: pip install 'imagegen-conformance[check]'"
+    ) from exc
 
 from imagegen_conformance import contracts
 

@@ -18,14 +18,26 @@ from imagegen_conformance.mocks import MockServer, ServeThread
 CHECK_KEY = "imagegen-check-key"
 
 
+MISSING = ("`check` runs Schemathesis, which the core install leaves out; install it with: "
+           "pip install 'imagegen-conformance[check]'")
+
+
+class MissingExtra(RuntimeError):
+    """Schemathesis is not installed (the CLI exits 2 and says how to get it)."""
+
+
 def schemathesis_command() -> list[str]:
+    try:  # importable here, not merely some `schemathesis` on PATH from another environment
+        import schemathesis  # noqa: F401
+    except ImportError:
+        raise MissingExtra(MISSING) from None
     exe = shutil.which("schemathesis") or shutil.which("st")
     if exe is None:
         sibling = os.path.join(os.path.dirname(sys.executable), "schemathesis")
         if os.path.exists(sibling):
             exe = sibling
     if exe is None:
-        raise RuntimeError("schemathesis is not installed: pip install schemathesis")
+        raise MissingExtra(MISSING)
     return [exe]
 
 
@@ -43,6 +55,7 @@ def run_check(
     Operations that the contract puts on another host (fal's ``runSync`` on fal.run) are
     checked in a run of their own against that host, since ``--url`` sets one base for all.
     """
+    command = schemathesis_command()  # before any mock starts: a missing extra is said at once
     name = contracts.canonical(provider)
     contract = contracts.load(name)
     auth = contract.behaviour.auth
@@ -91,7 +104,7 @@ def run_check(
                 continue
             select = ([f"--include-operation-id={op}" for op in ops] if role != primary
                       else [f"--exclude-operation-id={op}" for op in elsewhere])
-            cmd = [*schemathesis_command(), *config, "run", str(spec), "--url", base,
+            cmd = [*command, *config, "run", str(spec), "--url", base,
                    *common, *select, *extra]
             code = subprocess.call(cmd) or code
         return code

@@ -313,13 +313,15 @@ def check(provider: str, target: str | None, max_examples: int, api_key: str | N
           seed: int | None, schemathesis_args: tuple[str, ...]) -> None:
     """Run Schemathesis over a provider's OpenAPI contract: every check, valid and invalid data.
 
+    Needs the [check] extra: pip install 'imagegen-conformance[check]'.
+
     \b
     Examples:
       imagegen-conformance check --provider cloudsway --max-examples 100
       imagegen-conformance check -p cloudsway --target https://genaiapi.cloudsway.net --api-key $KEY
       imagegen-conformance check -p cloudsway -- --report junit   (extra args go to schemathesis)
     """
-    from ._check_cmd import run_check
+    from ._check_cmd import MissingExtra, run_check
 
     try:
         name = contracts.canonical(provider)
@@ -328,6 +330,8 @@ def check(provider: str, target: str | None, max_examples: int, api_key: str | N
     try:
         code = run_check(name, target=target, max_examples=max_examples, api_key=api_key, seed=seed,
                          extra=schemathesis_args)
+    except MissingExtra as exc:
+        raise click.UsageError(str(exc)) from None
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
