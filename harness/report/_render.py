@@ -102,6 +102,8 @@ def _deviation_text(d: Deviation) -> str:
         lines.append(f"  actual:   {_short(d.actual)}")
     if d.reproduce:
         lines.append(f"  reproduce: {d.reproduce}")
+    if d.rerun and d.rerun != d.reproduce:
+        lines.append(f"  rerun: {d.rerun}")
     return "\n".join(lines)
 
 
@@ -138,16 +140,24 @@ def render_terminal(report: Report, console: Console) -> None:
     console.print(table)
     if report.target_error:
         console.print(Text(f"the target is unreachable: {report.target_error}", "bold red"))
+    # Evidence lines are never wrapped (soft_wrap): piped into a CI log, where rich would wrap at
+    # 80 columns, a reproduce line stays one line that can be copied and run.
+    def line(text: str) -> None:
+        console.print(text, markup=False, highlight=False, soft_wrap=True)
+
     for r in report.results:
         for n in r.not_judged:
             console.print(Text(f"{r.scenario}: ", "bold") + Text(str(n), "yellow"))
         for d in r.deviations:
-            console.print(Text(f"{r.scenario}: ", "bold") + Text(str(d), _STYLE[d.severity]))
+            console.print(Text(f"{r.scenario}: ", "bold") + Text(str(d), _STYLE[d.severity]),
+                          soft_wrap=True)
             if d.expected is not None or d.actual is not None:
-                console.print(f"    expected: {_short(d.expected, 160)}", markup=False, highlight=False)
-                console.print(f"    actual:   {_short(d.actual, 160)}", markup=False, highlight=False)
+                line(f"    expected: {_short(d.expected, 160)}")
+                line(f"    actual:   {_short(d.actual, 160)}")
             if d.reproduce:
-                console.print(f"    reproduce: {d.reproduce}", markup=False, highlight=False)
+                line(f"    reproduce: {d.reproduce}")
+            if d.rerun and d.rerun != d.reproduce:
+                line(f"    rerun: {d.rerun}")
     failing = report.failing()
     if report.target_error:
         console.print(Text(f"exit {report.exit_code}: the target failed, not the client", "bold red"))

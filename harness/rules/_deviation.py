@@ -46,7 +46,8 @@ class Deviation:
 
     ``exchanges`` are journal sequence numbers (:attr:`mocks.engine.Exchange.seq`);
     ``path`` is where in the exchange (``request.body$.batchsize``, ``response.headers.Retry-After``);
-    ``reproduce`` is a ``curl`` line or a CLI command.
+    ``reproduce`` is a ``curl`` line or a CLI command; ``rerun`` the ``imagegen-conformance run``
+    command that repeats the scenario (both still work once the run has ended).
     """
 
     rule: str
@@ -59,6 +60,7 @@ class Deviation:
     actual: Any = None
     reproduce: str | None = None
     scenario: str | None = None
+    rerun: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,7 +74,9 @@ class Deviation:
             "expected": _jsonable(self.expected),
             "actual": _jsonable(self.actual),
             "reproduce": self.reproduce,
+            "rerun": self.rerun,
             "scenario": self.scenario,
+            **({"extra": _jsonable(self.extra)} if self.extra else {}),
         }
 
     @classmethod
@@ -84,6 +88,7 @@ class Deviation:
             exchanges=tuple(int(s) for s in data.get("exchanges") or ()), path=data.get("path"),
             expected=data.get("expected"), actual=data.get("actual"),
             reproduce=data.get("reproduce"), scenario=data.get("scenario"),
+            rerun=data.get("rerun"), extra=dict(data.get("extra") or {}),
         )
 
     def __str__(self) -> str:

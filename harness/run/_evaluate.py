@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import shlex
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -245,6 +246,21 @@ def _judged_gaps(contract: Contract, ctx: RuleContext) -> dict[str, float]:
     return out
 
 
+def rerun_command(contract: Contract, scenario: Scenario, client: str, target: str) -> str:
+    """The ``imagegen-conformance run`` line that repeats one scenario."""
+    line = (f"imagegen-conformance run --provider {contract.provider} --client {shlex.quote(client)} "
+            f"--scenario {scenario.id}")
+    return line + (f" --target {shlex.quote(target)}" if target != "mock" else "")
+
+
+def reproduce_base(contract: Contract, target: str) -> str:
+    """Where reproduce lines send their requests once the run is over: the run's own mock is
+    gone, so a mock target means ``imagegen-conformance serve`` on its default port."""
+    if target == "mock":
+        return f"http://127.0.0.1:{contract.behaviour.port}"
+    return target.rstrip("/")
+
+
 def evaluate(
     contract: Contract, scenario: Scenario, client: str, target: str, exchanges: list[Exchange],
     probes: list[Exchange], result: ClientResult, scale: float, base_url: str | None,
@@ -256,14 +272,15 @@ def evaluate(
     timing checks are reported as not judged (with the reason) instead of as deviations.
     """
     frame = frame or Frame("told", scale)
+    repro = reproduce_base(contract, target)
     ctx = RuleContext(
         contract, exchanges,
         outcome=ClientOutcome(result.ok, len(result.raw_images), result.timed_out, result.ended_at),
-        scenario=scenario, time_scale=scale, probes=probes, base_url=base_url,
+        scenario=scenario, time_scale=scale, probes=probes, base_url=repro,
     )
     bodies = {e.seq: json_or_none(e.request_body) for e in exchanges}
     deviations = [
-        d for d in validate_all(contract, exchanges, base_url) if not _relayed(d, scenario, bodies)
+        d for d in validate_all(contract, exchanges, repro) if not _relayed(d, scenario, bodies)
     ]
     deviations += check_rules(ctx)
     deviations += check_expectation(scenario, result, exchanges, scale)
@@ -273,12 +290,14 @@ def evaluate(
         d for d in deviations
         if not (d.rule == "schema.endpoint" and set(d.exchanges) <= rebuilt)
     ]
+    rerun = rerun_command(contract, scenario, client, target)
     deviations = [
         Deviation(**{
             **d.__dict__, "scenario": scenario.id, "message": redact_text(d.message) or "",
             "actual": redact_text(d.actual) if isinstance(d.actual, str) else d.actual,
-            "reproduce": redact_text(d.reproduce.replace("{provider}", contract.provider))
-            if d.reproduce else None,
+            "reproduce": rerun if d.rule.startswith("scenario.") else (
+                redact_text(d.reproduce) if d.reproduce else None),
+            "rerun": rerun,
         })
         for d in deviations
     ]
