@@ -25,6 +25,7 @@ class SchemaIssue:
     validator: str  # the JSON Schema keyword that failed, e.g. "maximum"
     schema_path: str
     instance: Any
+    schema: Any = None  # the (sub)schema whose keyword failed: what was expected, in full
 
 
 def _missing(error: Any) -> list[str]:
@@ -73,6 +74,7 @@ class SchemaValidator:
                 validator=str(e.validator),
                 schema_path="/".join(str(p) for p in e.absolute_schema_path),
                 instance=e.instance,
+                schema=e.schema,
             )
             for e in errors
         ]

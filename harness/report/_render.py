@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import html
 import json
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,10 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from imagegen_conformance.mocks.engine import Exchange, redact_exchange, redact_text
-
 from ..rules._deviation import Deviation, Severity
-from ._report import Report, ScenarioResult
+from ._html import render_html
+from ._report import Report
 
 __all__ = ["FORMATS", "render", "render_html", "render_json", "render_junit", "render_terminal"]
 
@@ -169,166 +166,6 @@ def render_terminal(report: Report, console: Console) -> None:
             "no deviations" if not below else f"ok: {below} deviation(s) below {report.fail_on.label}",
             "bold green",
         ))
-
-
-# --- HTML --------------------------------------------------------------------------------
-
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:24px;color:#1d2330}
-h1{font-size:20px}h2{font-size:17px;margin:0}code,pre{font:12px/1.4 ui-monospace,Menlo,monospace}
-.scenario{border:1px solid #d5d9e2;border-radius:6px;margin:16px 0;padding:12px 16px}
-.passed{border-left:6px solid #2e9e55}.failed{border-left:6px solid #d23b3b}
-.skipped{border-left:6px solid #999}
-.badge{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;color:#fff}
-.b-passed{background:#2e9e55}.b-failed{background:#d23b3b}.b-skipped{background:#999}
-table{border-collapse:collapse;width:100%;margin:8px 0}
-td,th{border-bottom:1px solid #eceef3;padding:3px 6px;text-align:left;vertical-align:top}
-.sev-error,.sev-critical{color:#c62828;font-weight:600}.sev-warning{color:#a86b00}
-.sev-info{color:#2a6f97}.track{position:relative;height:14px;background:#f3f4f8;min-width:200px}
-.tick{position:absolute;top:1px;width:3px;height:12px;background:#4a6ee0}
-.tick.err{background:#d23b3b}.tick.dl{background:#2e9e55}
-.thumbs img{border:1px solid #ccd;margin:4px;max-width:160px}
-details pre{background:#f6f7f9;padding:8px;overflow:auto;max-height:320px;white-space:pre-wrap}
-.muted{color:#6b7280}
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(value if isinstance(value, str) else json.dumps(value, default=str))
-
-
-def _pretty(text: str | None) -> str:
-    if not text:
-        return ""
-    try:
-        return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-    except ValueError:
-        return text
-
-
-def _timeline(exchanges: Iterable[Exchange], flagged: set[int]) -> str:
-    items = [redact_exchange(e) for e in exchanges]
-    if not items:
-        return "<p class='muted'>No exchanges.</p>"
-    t0 = items[0].provider_time
-    span = max(items[-1].provider_time - t0, 1e-9)
-    rows = []
-    for ex in items:
-        rel = ex.provider_time - t0
-        left = 100 * rel / span if span else 0
-        kind = "dl" if ex.operation == "downloadImage" else ("err" if (ex.status or 500) >= 400 else "")
-        mark = " ⚠" if ex.seq in flagged else ""
-        faults = f"<br><span class='muted'>fault: {_e(', '.join(ex.faults))}</span>" if ex.faults else ""
-        body = ""
-        if ex.request_body:
-            body += f"<b>request</b><pre>{_e(_pretty(ex.request_body))}</pre>"
-        if ex.response_body:
-            body += f"<b>response</b><pre>{_e(_pretty(ex.response_body))}</pre>"
-        if ex.events:
-            body += f"<b>stream ({len(ex.events)} chunks)</b><pre>{_e(''.join(ex.events))}</pre>"
-        headers = _e(json.dumps(ex.request_headers, indent=1))
-        rows.append(
-            f"<tr><td>#{ex.seq}{mark}</td><td>+{rel:.2f}s</td>"
-            f"<td><div class='track'><div class='tick {kind}' style='left:{left:.2f}%'></div></div></td>"
-            f"<td><code>{_e(ex.method)} {_e(ex.path)}</code>{faults}"
-            f"<details><summary>details</summary><b>request headers</b><pre>{headers}</pre>{body}"
-            f"</details></td><td>{_e(ex.operation or '-')}</td><td>{ex.status or 'no answer'}</td>"
-            f"<td>{'' if ex.duration_ms is None else f'{ex.duration_ms:.1f} ms'}</td></tr>"
-        )
-    return (
-        "<table><tr><th>#</th><th>provider time</th><th>timeline</th><th>request</th>"
-        "<th>operation</th><th>status</th><th>took</th></tr>" + "".join(rows) + "</table>"
-    )
-
-
-def _scenario_html(r: ScenarioResult, report: Report) -> str:
-    state = "skipped" if r.skipped else ("passed" if r.passed(report.fail_on) else "failed")
-    devs = "".join(
-        f"<tr><td class='sev-{d.severity.label}'>{d.severity.label}</td><td>{_e(d.rule)}</td>"
-        f"<td>{d.side.value}</td><td>{_e(d.message)}<br><span class='muted'>{_e(d.path or '')}</span>"
-        f"</td><td>{_e(_short(d.expected))}</td><td>{_e(_short(d.actual))}</td>"
-        f"<td>{' '.join(f'#{s}' for s in d.exchanges)}</td>"
-        f"<td><code>{_e(d.reproduce or '')}</code></td></tr>"
-        for d in r.deviations
-    )
-    dev_table = (
-        "<table><tr><th>severity</th><th>rule</th><th>side</th><th>what</th><th>expected</th>"
-        f"<th>actual</th><th>exchanges</th><th>reproduce</th></tr>{devs}</table>"
-        if devs else "<p>No deviations.</p>"
-    )
-    res = r.result
-    client = "not run" if res is None else (
-        "succeeded" if res.ok else (
-            "was stopped (timeout)" if res.timed_out else f"failed: {redact_text(res.error)}"
-        )
-    )
-    thumbs = "".join(
-        f"<figure style='display:inline-block'><img alt='image {i}' src='{img.thumbnail}'>"
-        f"<figcaption class='muted'>{img.width}x{img.height} {_e(img.format or '')}</figcaption></figure>"
-        for i, img in enumerate(res.images if res else []) if img.thumbnail
-    )
-    flagged = {s for d in r.deviations for s in d.exchanges}
-    skipped = f"<p>Skipped: {_e(r.skipped)}</p>" if r.skipped else ""
-    unjudged = "".join(
-        f"<tr><td><code>{_e(n.rule)}</code></td><td>not judged: {_e(n.reason)}</td>"
-        f"<td>{n.withheld or ''}</td></tr>" for n in r.not_judged
-    )
-    if unjudged:
-        unjudged = ("<h3>Not judged</h3><table><tr><th>check</th><th>why</th>"
-                    f"<th>deviations withheld</th></tr>{unjudged}</table>")
-    frame = "" if r.frame is None else (
-        f" · clock frame {_e(r.frame.kind)}"
-        + ("" if r.frame.virtualized else f" (not virtualized: {_e(r.frame.reason or '')})")
-    )
-    return (
-        f"<section class='scenario {state}' id='{_e(r.scenario)}'>"
-        f"<h2>{_e(r.scenario)} <span class='badge b-{state}'>{state}</span></h2>"
-        f"<p>{_e(r.summary)}</p>{skipped}"
-        f"<p class='muted'>expect {_e(r.expect)} · time scale {r.time_scale:g}{frame} · "
-        f"{r.seconds:.2f} s wall</p><p>Client {_e(client)}</p>"
-        f"<div class='thumbs'>{thumbs}</div><h3>Deviations</h3>{dev_table}{unjudged}"
-        f"<h3>Timeline</h3>{_timeline(r.exchanges, flagged)}</section>"
-    )
-
-
-def render_html(report: Report) -> str:
-    """One self-contained page: inline CSS, thumbnails as data URIs, no script, no network."""
-    failing = len(report.failing())
-    state = "passed" if report.ok else "failed"
-    rows = "".join(
-        f"<tr><td><a href='#{_e(r.scenario)}'>{_e(r.scenario)}</a></td>"
-        f"<td>{'skipped' if r.skipped else ('passed' if r.passed(report.fail_on) else 'failed')}</td>"
-        f"<td>{len(r.exchanges)}</td><td>{_e(', '.join(sorted({d.rule for d in r.deviations})) or '-')}"
-        f"{f' ({len(r.not_judged)} not judged)' if r.not_judged else ''}</td></tr>"
-        for r in report.results
-    )
-    when = datetime.fromtimestamp(report.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    return (
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>imagegen-conformance: {_e(report.provider)}</title><style>{_CSS}</style></head><body>"
-        f"<h1>{_e(report.provider)} conformance <span class='badge b-{state}'>{state}</span></h1>"
-        f"<p>Client <code>{_e(report.client)}</code> · target {_e(report.target)} · {when} · "
-        f"fail on {report.fail_on.label}: {failing} failing deviation(s)</p>"
-        + (f"<p class='sev-error'>The target is unreachable: {_e(report.target_error)}</p>"
-           if report.target_error else "") +
-        f"<table><tr><th>scenario</th><th>result</th><th>exchanges</th><th>deviations</th></tr>"
-        f"{rows}</table>{''.join(_scenario_html(r, report) for r in report.results)}"
-        f"{_checks_html(report)}</body></html>\n"
-    )
-
-
-def _checks_html(report: Report) -> str:
-    applied = {rule for r in report.results for rule in r.rules}
-    rows = "".join(
-        f"<tr><td><code>{_e(i.id)}</code></td><td class='sev-{i.severity.label}'>{i.severity.label}"
-        f"</td><td>{i.side.value}</td><td>{_e(i.summary)}</td><td class='muted'>{_e(i.reads)}</td>"
-        f"<td>{'applied' if i.id in applied else 'n/a here'}</td></tr>"
-        for i in report.catalogue().values()
-    )
-    return (
-        "<h2>Checks</h2><table><tr><th>id</th><th>severity</th><th>side</th><th>checks</th>"
-        f"<th>reads</th><th></th></tr>{rows}</table>"
-    )
 
 
 def render(report: Report, fmt: str, console: Console | None = None) -> str | None:

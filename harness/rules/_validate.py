@@ -125,7 +125,7 @@ def validate_exchange(contract: Contract, exchange: Exchange, base_url: str | No
             "schema.response", Severity.ERROR, Side.PROVIDER,
             f"{op} HTTP {exchange.status} body breaks the contract: {issue.message}",
             (exchange.seq,), f"response.body{issue.path}", expected=f"schema {issue.schema_path}",
-            actual=issue.instance, reproduce=repro,
+            actual=issue.instance, reproduce=repro, extra={"schema": issue.schema},
         ))
     return out
 
@@ -153,6 +153,7 @@ def validate_event(
             f"{exchange.operation} stream event {index} breaks the contract: {issue.message}",
             (exchange.seq,), f"response.events[{index}]{issue.path}",
             expected=f"schema {issue.schema_path}", actual=issue.instance,
+            extra={"schema": issue.schema},
         )
         for issue in validator.issues(document)
     ]
@@ -190,7 +191,7 @@ def _validate_request(contract: Contract, exchange: Exchange, repro: str) -> lis
             "schema.request", Severity.ERROR, Side.CLIENT,
             f"{op} request breaks the contract: {issue.message}",
             (exchange.seq,), f"request.body{issue.path}", expected=f"schema {issue.schema_path}",
-            actual=issue.instance, reproduce=repro,
+            actual=issue.instance, reproduce=repro, extra={"schema": issue.schema},
         )
         for issue in validator.issues(document)
     ]
