@@ -1,10 +1,10 @@
 """Live rules end to end: clients in other languages against ``serve --check``, gated by ``verify``.
 
-The mock runs on a scaled clock (4x) with ``--lifecycle polls`` (a task finishes after a fixed
-number of polls, whatever the time), so a run takes about a second and nothing depends on a
+The mock runs on a scaled clock (2x) with ``--lifecycle polls`` (a task finishes after a fixed
+number of polls, whatever the time), so a run takes a few seconds and nothing depends on a
 wall-clock margin: the well-behaved clients wait a whole provider second between polls (twice
 the contract's minimum, and a slow machine only makes the gap longer); the faulty ones do not
-wait at all (a gap of a few milliseconds, a hundredth of the minimum).
+wait at all (a gap of a few milliseconds where 250 would still be too fast).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 CLIENTS = Path(__file__).with_name("clients")
-SCALE = "4"
+SCALE = "2"
 
 CLIENT_COMMANDS = {
     "node-no-pause": ["node", str(CLIENTS / "cloudsway_no_pause.mjs")],
