@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -110,3 +111,22 @@ def test_two_clients_are_told_apart_by_key(checked_mock: Any, tmp_path: Path) ->
     found = httpx.get(checked_mock.url + "/__mock/deviations").json()
     assert len(found["clients"]) == 2 and found["deviations"] == []
     assert verify("--target", checked_mock.url).returncode == 0
+
+
+def test_serve_verbose_prints_one_redacted_line_per_exchange(serve_cli: Callable[..., Any]) -> None:
+    proc = serve_cli("-p", "cloudsway", "--port", "0", "--verbose", "--clock", "manual")
+    url = proc.readline().split()[1]
+    secret = "sk-very-secret-key"
+    headers = {"Authorization": f"Bearer {secret}"}
+    created = httpx.post(url + "/v2/ai/e/images/generations", headers=headers,
+                         json={"prompts": "x"}).json()
+    failed = httpx.get(url + f"/v2/ai/e/images/tasks/{created['taskId']}",
+                       params={"token": "signed-secret"},
+                       headers={**headers, "X-Mock-Fault": "http:503"})
+    assert failed.status_code == 503
+    lines = [proc.readline(), proc.readline()]
+    assert re.fullmatch(r"cloudsway #1 POST /v2/ai/e/images/generations -> 200 createImageTask "
+                        r"[\d.]+ ms", lines[0]), lines
+    assert re.fullmatch(r"cloudsway #2 GET /v2/ai/e/images/tasks/[\w-]+\?token=<redacted> -> 503 "
+                        r"getImageTask fault=http:503 [\d.]+ ms", lines[1]), lines
+    assert all(secret not in line and "signed-secret" not in line for line in lines)
