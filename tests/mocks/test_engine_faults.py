@@ -36,7 +36,7 @@ def test_a_run_fault_that_does_not_apply_is_refused_with_the_reason() -> None:
 
 def test_serve_refuses_a_fault_that_does_not_apply() -> None:
     result = CliRunner().invoke(main, ["serve", "-p", "cloudsway", "--port", "0", "--fault", "truncate"])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error, as every bad --fault
     assert "does not apply to cloudsway" in result.output and REASON in result.output
 
 
