@@ -57,7 +57,9 @@ def test_never_finishes_stays_small_however_many_polls(report: Report) -> None:
     page = render_html(alone)
     assert len(page.encode()) < 300_000
     rows = re.findall(r"<tr id='s0-x\d+' class='ex[^']*'>", page)
-    assert len(rows) <= 4  # the create, one run of identical polls, the flagged last poll
+    # The create, runs of identical polls, and the few polls a deviation points at: a handful of
+    # rows however long the client went on.
+    assert len(rows) <= 10 and len(rows) * 30 < len(never.exchanges)
     assert re.search(r"<b>&#215;(\d+)</b> identical exchanges over", page)
 
 
