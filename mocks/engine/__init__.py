@@ -25,12 +25,8 @@ from ._redact import redact_exchange, redact_headers, redact_query, redact_text,
 from ._replay import RecordedAnswer, Replay, ReplayError
 from ._respx import mock_router
 from ._serve import Listener, PortInUse, Served, TLSMaterial, bind, start
-<<<<<<< HEAD
-from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, Call, MockServer
-from ._shared import Shared, StoreUnavailable, check_store, share
-=======
 from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, AdminHandler, Call, MockServer, Observer
->>>>>>> ab0abfe (Live rules: serve --check evaluates the behaviour rules per client as exchanges arrive (GET /__mock/deviations, ?since/severity/rule), verify --target gates CI on them, the proxy runs them too; serve --verbose; engine observer and admin-route hooks, key fingerprints; usage errors of serve and proxy exit 2; run --out follows --report)
+from ._shared import Shared, StoreUnavailable, check_store, share
 from ._signing import Ed25519Signer
 from ._store_redis import RedisTaskStore
 from ._streams import ndjson_line, sse_comment, sse_event
@@ -99,11 +95,8 @@ __all__ = [
     "check_store",
     "dumps",
     "is_loopback",
-<<<<<<< HEAD
-    "loads",
-=======
     "key_fingerprint",
->>>>>>> ab0abfe (Live rules: serve --check evaluates the behaviour rules per client as exchanges arrive (GET /__mock/deviations, ?since/severity/rule), verify --target gates CI on them, the proxy runs them too; serve --verbose; engine observer and admin-route hooks, key fingerprints; usage errors of serve and proxy exit 2; run --out follows --report)
+    "loads",
     "make_app",
     "make_clock",
     "mock_router",

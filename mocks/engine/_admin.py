@@ -120,16 +120,13 @@ async def handle_admin(server: MockServer, request: MockRequest) -> MockResponse
     path = request.path[len("/__mock") :].rstrip("/") or "/"
     method = request.method
     try:
-<<<<<<< HEAD
+        extension = server.admin_routes.get((method, path))
+        if extension is not None:
+            return await extension[0](request)
         if server.shared is not None:
             answer = await _shared_admin(server, path, method, request)
             if answer is not None:
                 return answer
-=======
-        extension = server.admin_routes.get((method, path))
-        if extension is not None:
-            return await extension[0](request)
->>>>>>> ab0abfe (Live rules: serve --check evaluates the behaviour rules per client as exchanges arrive (GET /__mock/deviations, ?since/severity/rule), verify --target gates CI on them, the proxy runs them too; serve --verbose; engine observer and admin-route hooks, key fingerprints; usage errors of serve and proxy exit 2; run --out follows --report)
         if path == "/" and method == "GET":
             extra = {f"{m} /__mock{p}": doc for (m, p), (_, doc) in server.admin_routes.items()}
             return MockResponse.json(

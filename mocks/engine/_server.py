@@ -7,13 +7,8 @@ import os
 import random
 import time
 import traceback
-<<<<<<< HEAD
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-=======
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any
->>>>>>> ab0abfe (Live rules: serve --check evaluates the behaviour rules per client as exchanges arrive (GET /__mock/deviations, ?since/severity/rule), verify --target gates CI on them, the proxy runs them too; serve --verbose; engine observer and admin-route hooks, key fingerprints; usage errors of serve and proxy exit 2; run --out follows --report)
+from typing import TYPE_CHECKING, Any
 
 from imagegen_conformance import contracts
 from imagegen_conformance.contracts import Contract, ContractError
@@ -41,14 +36,10 @@ from ._ratelimit import RateLimiter
 from ._redact import redact_headers, redact_query, redact_text
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
 
-<<<<<<< HEAD
 if TYPE_CHECKING:
     from ._shared import Shared
 
-__all__ = ["ADMIN_PREFIX", "Call", "MockServer", "signing_key"]
-=======
 __all__ = ["ADMIN_PREFIX", "AdminHandler", "Call", "MockServer", "Observer", "signing_key"]
->>>>>>> ab0abfe (Live rules: serve --check evaluates the behaviour rules per client as exchanges arrive (GET /__mock/deviations, ?since/severity/rule), verify --target gates CI on them, the proxy runs them too; serve --verbose; engine observer and admin-route hooks, key fingerprints; usage errors of serve and proxy exit 2; run --out follows --report)
 
 ADMIN_PREFIX = "/__mock/"
 FAULT_HEADER = "X-Mock-Fault"
@@ -298,9 +289,7 @@ class MockServer:
         self.background: set[asyncio.Task[Any]] = set()
         self.deliveries = Deliverer(self)
         self.errors: list[str] = []  # handler crashes, newest last; surfaced by tests and reports
-<<<<<<< HEAD
         self.shared: Shared | None = None  # set by share(): the state lives in Redis (_shared.py)
-=======
         self._observers: list[Observer] = []
         self._reset_hooks: list[Callable[[], None]] = []
         self.admin_routes: dict[tuple[str, str], tuple[AdminHandler, str]] = {}
@@ -327,7 +316,6 @@ class MockServer:
                 observer(exchange)
             except Exception as exc:  # a bug in an observer must surface, not vanish
                 self.errors.append(f"observer {observer!r} failed on #{exchange.seq}: {exc!r}")
->>>>>>> ab0abfe (Live rules: serve --check evaluates the behaviour rules per client as exchanges arrive (GET /__mock/deviations, ?since/severity/rule), verify --target gates CI on them, the proxy runs them too; serve --verbose; engine observer and admin-route hooks, key fingerprints; usage errors of serve and proxy exit 2; run --out follows --report)
 
     # --- configuration -------------------------------------------------------------------
 
