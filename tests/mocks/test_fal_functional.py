@@ -328,7 +328,7 @@ JS_DIR = Path(__file__).resolve().parents[1] / "js"
 def fal_js() -> Path:
     """tests/js with @fal-ai/client installed (npm ci from the committed lock file, once)."""
     if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for the fal-js tests")
+        pytest.fail("node and npm are needed for the fal-js tests (the README's set-up installs them)")
     if not (JS_DIR / "node_modules" / "@fal-ai" / "client").is_dir():
         done = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS_DIR,
                               capture_output=True, text=True, timeout=300)
