@@ -21,7 +21,9 @@ CATALOGUE = [
                  id="keeps-polling-after-completed"),
     pytest.param({"deadline": None}, "never-finishes", {"scenario.outcome"},
                  id="never-stops-polling"),
-    pytest.param({"deadline": 500.0}, "never-finishes", {"scenario.deadline"},
+    # 150 provider s past the scenario's 400 s and 350 s short of the harness's stop: at x100
+    # a stalled round trip must last 1.5 real s before either bound is crossed.
+    pytest.param({"deadline": 550.0, "time_scale": 100.0}, "never-finishes", {"scenario.deadline"},
                  id="gives-up-too-late"),
     pytest.param({"body_patch": {"batchsize": 9}}, "happy-path",
                  {"schema.request", "scenario.outcome"}, id="sends-batchsize-9"),
