@@ -99,6 +99,10 @@ class FalProvider(Provider):
         # [V] webhooks are signed with ED25519; the public keys are published as a JWKS.
         self.webhook_signer = Ed25519Signer(server.secret, "fal-webhook")
 
+    def on_secret(self) -> None:
+        # Derived from the server's secret: every worker of a shared store signs with one key.
+        self.webhook_signer = Ed25519Signer(self.server.secret, "fal-webhook")
+
     # --- queue host --------------------------------------------------------------------
 
     @route("POST", "/fal-ai/flux-1/dev", operation="submitRequest", role="queue")

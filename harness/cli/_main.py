@@ -201,6 +201,12 @@ def serve(**kwargs: Any) -> None:
         raise click.BadParameter(
             "--workers N needs a store they share: --store redis://HOST:PORT/DB "
             "(start one with: redis-server --port 6379)", param_hint="--workers")
+    if kwargs["workers"] > 1 and kwargs["check"]:
+        # The live rules judge each client's whole sequence of exchanges; spread over workers,
+        # each would see a part of it (and call a correct client's pacing wrong).
+        raise click.BadParameter(
+            "--check judges each client in one process; drop --workers, or judge the shared "
+            "journal afterwards with: imagegen-conformance verify --target URL", param_hint="--check")
     if kwargs["workers"] > 1 and kwargs["replay"] is not None:
         raise click.BadParameter("--replay serves from one process; drop --workers", param_hint="--workers")
     config = ServeConfig(providers=providers, options=_options(kwargs.pop("options")), **kwargs)

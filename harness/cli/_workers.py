@@ -93,7 +93,7 @@ def _supervise(config: ServeConfig, emit: Callable[..., Any], role_ports: dict[t
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             code = 0
             try:
-                asyncio.run(_worker(config, number, role_ports, tls, write_fd))
+                asyncio.run(_worker(config, number, role_ports, tls, write_fd, emit))
             except BaseException as exc:  # report to the parent; it prints one line
                 _send(write_fd, {"error": f"worker {number}: {exc}",
                                  "trace": traceback.format_exc()})
@@ -200,13 +200,14 @@ def _stop_all(pids: dict[int, int]) -> None:
 
 
 async def _worker(config: ServeConfig, number: int, role_ports: dict[tuple[str, str], int],
-                  tls: TLSMaterial | None, fd: int) -> None:
-    from ._serve_cmd import build_servers
+                  tls: TLSMaterial | None, fd: int, emit: Callable[..., Any]) -> None:
+    from ._serve_cmd import _watch, build_servers
 
     servers = build_servers(config)
     for server in servers:
         shared = await share(server, config.store, secret_given=config.signing_secret is not None)
         shared.worker = number
+        _watch(server, config, emit)  # --verbose: each worker prints the exchanges it answers
     served = await start(servers, host=config.host, role_ports=role_ports, tls=tls, reuse_port=True)
     own = None
     if config.worker_ports:

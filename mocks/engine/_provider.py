@@ -222,6 +222,10 @@ class Provider(ABC):
         """
         return [value for name, value in request.params.items() if name.endswith("id")]
 
+    def on_secret(self) -> None:  # noqa: B027 - optional hook
+        """The server's signing secret is set or changed (a shared store's key): rebuild what
+        the provider derives from ``server.secret`` (fal's webhook key pair)."""
+
     def on_reset(self) -> None:  # noqa: B027 - optional hook; most providers keep no extra state
         """Forget provider-level state beyond tasks (queues, uploads)."""
 

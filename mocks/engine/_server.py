@@ -351,6 +351,17 @@ class MockServer:
 
     # --- links -----------------------------------------------------------------------------
 
+    def use_secret(self, key: bytes) -> None:
+        """Sign image tokens, file links and webhooks with ``key`` from now on.
+
+        A shared store hands every worker the mock's one key (the first worker's, or the
+        ``--signing-secret`` given); keys the provider derives from it follow (fal's JWKS).
+        """
+        self.secret = key
+        self.images = ImageTokens(key)
+        self.signer = LinkSigner(key)
+        self.provider.on_secret()
+
     def link_times(
         self, *, task: Task | None = None, faults: Iterable[FaultSpec] = ()
     ) -> tuple[float, float | None]:

@@ -49,9 +49,7 @@ from ._clock import Clock, ManualClock, ScaledClock
 from ._deliver import Deliverer, Delivery, DeliveryPolicy
 from ._faults import FaultPlan, FaultSpec
 from ._http import MockRequest, MockResponse
-from ._images import ImageTokens
 from ._journal import Exchange, Journal
-from ._links import LinkSigner
 from ._ratelimit import RateLimiter
 from ._redact import redact_url
 from ._store_redis import SESSION, RedisTaskStore, Session, current
@@ -297,9 +295,7 @@ class Shared:
         # The first worker's signing key is the mock's; a key given (--signing-secret) replaces it.
         await client.set(keys.secret, server.secret.hex(), nx=not secret_given)
         secret = await client.get(keys.secret)
-        server.secret = bytes.fromhex(_text(secret))
-        server.images = ImageTokens(server.secret)
-        server.signer = LinkSigner(server.secret)  # yunyx's presigned links
+        server.use_secret(bytes.fromhex(_text(secret)))  # images, file links, fal's JWKS
         server.clock = await self._shared_clock(server.clock)
         behaviour = server.contract.behaviour
         old = server.tasks

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
 import redis
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from imagegen_conformance.mocks import MockServer
 from imagegen_conformance.mocks.engine import StoreUnavailable, share
@@ -222,3 +225,58 @@ async def test_a_yunyx_presigned_link_made_by_one_downloads_through_the_other(pa
 
     got = await b.request("GET", path, query=dict(parse_qsl(query)))
     assert got.status == 200, got.body[:200]
+
+
+async def test_fal_webhooks_and_links_are_signed_with_one_key_across_workers(
+    pair: Pair, receiver: Any
+) -> None:
+    # No --signing-secret: the first mock's random key is put in Redis and both use it.
+    a, b = await pair("fal", clock="manual", lifecycle="polls")
+    jwks = [body(await s.request("GET", "/.well-known/jwks.json", role="queue")) for s in (a, b)]
+    assert jwks[0] == jwks[1]
+    headers = {"Authorization": "Key k"}
+    submitted = await a.request("POST", "/fal-ai/flux-1/dev", json={"prompt": "a fox"}, headers=headers,
+                                query={"fal_webhook": receiver.url}, role="queue")
+    request_id = body(submitted)["request_id"]
+    for _ in range(6):
+        await a.request("GET", f"/fal-ai/flux-1/requests/{request_id}/status", headers=headers,
+                        role="queue")
+    await asyncio.wait_for(receiver.queue.get(), 5)
+    got = receiver.received[0]
+    lower = {k.lower(): v for k, v in got["headers"].items()}
+    message = "\n".join([lower["x-fal-webhook-request-id"], lower["x-fal-webhook-user-id"],
+                         lower["x-fal-webhook-timestamp"], hashlib.sha256(got["raw"]).hexdigest()])
+    public = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(jwks[1]["keys"][0]["x"]))
+    public.verify(bytes.fromhex(lower["x-fal-webhook-signature"]), message.encode())  # raises if not
+    # An image link made by one downloads through the other.
+    result = await a.request("GET", f"/fal-ai/flux-1/requests/{request_id}", headers=headers, role="queue")
+    url = body(result)["images"][0]["url"]
+    image = await b.request("GET", "/files/" + url.split("/files/", 1)[1], role="queue")
+    assert image.status == 200 and image.headers["Content-Type"] == "image/jpeg"
+
+
+async def test_a_cached_finished_answer_follows_faults_clock_and_reset_set_through_the_other(
+    pair: Pair,
+) -> None:
+    # A finished task's answer is cached per worker (Call.answer_once), but every request loads
+    # the task, the run faults and the manual clock from Redis first: the cache never answers
+    # for a state another worker changed.
+    a, b = await pair("cloudsway", clock="manual")
+    task_id = await create(a)
+    await b.request("POST", "/__mock/clock/advance", json={"seconds": 60})
+    first = await poll(a, task_id)
+    assert body(first)["completed"] is True and a.answers  # made once, kept
+    assert (await poll(a, task_id)).body == first.body
+    await b.request("POST", "/__mock/faults", json={"spec": "http:503;op=getImageTask"})
+    assert (await poll(a, task_id)).status == 503
+    await b.request("DELETE", "/__mock/faults")
+    assert (await poll(a, task_id)).body == first.body
+    retention = a.contract.behaviour.retention.task
+    assert retention is not None
+    await b.request("POST", "/__mock/clock/advance", json={"seconds": retention + 1})
+    assert (await poll(a, task_id)).status == 404  # expired for both, cached or not
+    again = await create(a)
+    await b.request("POST", "/__mock/clock/advance", json={"seconds": 60})
+    assert body(await poll(a, again))["completed"] is True
+    await b.request("POST", "/__mock/reset")
+    assert (await poll(a, again)).status == 404  # at once, not after A hears of the reset

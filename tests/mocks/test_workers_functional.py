@@ -220,3 +220,12 @@ async def test_workers_without_a_shared_store_is_a_usage_error_saying_what_to_pa
         capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 2 and "--store redis://" in proc.stderr
+
+
+async def test_check_with_workers_is_a_usage_error_naming_verify(redis_url: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "imagegen_conformance", "serve", "-p", "cloudsway", "--workers", "2",
+         "--store", redis_url, "--check"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert proc.returncode == 2 and "verify --target" in proc.stderr, proc.stderr
