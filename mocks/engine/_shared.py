@@ -299,8 +299,9 @@ class Shared:
         server.clock = await self._shared_clock(server.clock)
         behaviour = server.contract.behaviour
         old = server.tasks
+        bound = getattr(server.tasks, "_max", None) or int(behaviour.limits.get("max_tasks", 100_000))
         store = RedisTaskStore(keys, server.clock, retention=behaviour.retention.task,
-                               max_tasks=int(behaviour.limits.get("max_tasks", 100_000)))
+                               max_tasks=bound)  # counted across every worker
         if len(old):
             raise RuntimeError("share() must be called before the mock holds tasks")
         server.tasks = store
@@ -462,6 +463,9 @@ class Shared:
             pipe.hgetall(keys.faults)
             if listing:
                 store.queue_listing(pipe)
+            creates = not admin and request.method not in ("GET", "HEAD")
+            if creates:  # a request that may create a task reads the bound's count too
+                store.queue_count(pipe)
             wanted_ids = store.queue_load(pipe, ids)
             rows = await pipe.execute()
         if manual:
@@ -470,8 +474,11 @@ class Shared:
             if now is not None:
                 server.clock.catch_up(float(now))
         faults = rows.pop(0)
-        if listing:
-            every = [i.decode() for i in rows.pop(0)]
+        listed = rows.pop(0) if listing else None
+        if creates:
+            session.extra["live"] = int(rows.pop(0))
+        if listed is not None:
+            every = [i.decode() for i in listed]
             async with self.client.pipeline(transaction=False) as pipe:
                 every = store.queue_load(pipe, every)
                 loaded = await pipe.execute()

@@ -13,6 +13,10 @@ Keys, under the mock's namespace ``igc:<provider>:``:
                 so that two workers polling one task both count), ``tat`` when a poll-driven task
                 reached its terminal state (``HSETNX``). Expires with the contract's retention.
 ``tasks``       sorted set id -> created_at: the listing (admin API, AceData's task list).
+``live``        sorted set id -> when (provider time) the task's key expires: the store's bound.
+                ``ZCOUNT`` of the entries not yet expired is the number of live tasks, read in
+                the same round trip as the rest of a request that may create one; expired
+                entries are trimmed as tasks are added (``ZREMRANGEBYSCORE``), never scanned.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ from ._faults import FaultSpec
 from ._tasks import MemoryTaskStore, StoreFull, Task
 
 __all__ = ["RedisTaskStore", "Session", "decode_task", "encode_task"]
+
+# Live tasks at the provider time: a manual clock's shared `now`, else this worker's.
+_LIVE_COUNT = """
+local now = redis.call('HGET', KEYS[2], 'now') or ARGV[1]
+return redis.call('ZCOUNT', KEYS[1], now, '+inf')
+"""
 
 #: The request being answered, if any; background jobs see a closed one.
 SESSION: ContextVar[Session | None] = ContextVar("imagegen_store_session", default=None)
@@ -92,6 +102,8 @@ class RedisTaskStore:
         self._keys = keys
         self._clock = clock
         self._retention = retention
+        self._max = max_tasks
+        # The worker's own instances: a cache that never refuses (the bound is Redis's count).
         self._mem = MemoryTaskStore(clock, retention=retention, max_tasks=max_tasks)
         self._synced: dict[str, tuple[str, int]] = {}  # id -> (JSON, polls) as Redis last had them
 
@@ -102,11 +114,15 @@ class RedisTaskStore:
     # --- TaskStore, as providers use it ----------------------------------------------------
 
     def add(self, task: Task) -> None:
-        self._mem.add(task)
         session = current()
         if session is not None:
+            live = session.extra.get("live")
+            if live is not None and live + len(session.added) >= self._max:
+                raise StoreFull(f"the mock holds its maximum of {self._max} tasks")
             session.added[task.id] = task
             session.removed.discard(task.id)
+        with contextlib.suppress(StoreFull):  # a full identity map only caches less
+            self._mem.add(task)
 
     def get(self, task_id: str) -> Task | None:
         session = current()
@@ -183,23 +199,42 @@ class RedisTaskStore:
     def queue_listing(self, pipe: Any) -> None:
         pipe.zrange(self._keys.index(), 0, -1)
 
+    def queue_count(self, pipe: Any) -> None:
+        """The number of live tasks (the request may create one: ``add`` checks the bound).
+
+        At the shared manual clock's time, read in the same step: this worker's copy of it may
+        not have caught up yet."""
+        pipe.eval(_LIVE_COUNT, 2, self._keys.live, self._keys.clock, repr(self._clock.now()))
+
+    def _left(self, task: Task, now: float) -> float:
+        if task.mode == "time" and task.ended is None:
+            end = task.created_at + sum(task.durations)
+            return 0.0 if math.isinf(end) else max(end - now, 0.0)
+        return 0.0
+
     def ttl(self, task: Task) -> int | None:
         """Real seconds Redis keeps a task: its remaining timeline plus retention, with slack."""
         if self._retention is None:
             return None
-        now = self._clock.now()
-        left = 0.0
-        if task.mode == "time" and task.ended is None:
-            end = task.created_at + sum(task.durations)
-            left = 0.0 if math.isinf(end) else max(end - now, 0.0)
+        left = self._left(task, self._clock.now())
         scale = self._clock.scale if self._clock.kind != "manual" else 1.0
         return math.ceil((left + self._retention) / scale) + 60
+
+    def _expiry(self, task: Task) -> float:
+        """When (provider time) the task stops counting against the bound, as its key expires."""
+        if self._retention is None:
+            return math.inf
+        now = self._clock.now()
+        return now + self._left(task, now) + self._retention
 
     def queue_commit(self, pipe: Any, session: Session) -> None:
         for task_id in session.removed:
             pipe.delete(self._keys.task(task_id))
             pipe.zrem(self._keys.index(), task_id)
+            pipe.zrem(self._keys.live, task_id)
             self._synced.pop(task_id, None)
+        if session.added:
+            pipe.zremrangebyscore(self._keys.live, "-inf", "(" + repr(self._clock.now()))
         for task_id, task in {**session.touched, **session.loaded, **session.added}.items():
             if task_id in session.removed:
                 continue
@@ -223,6 +258,11 @@ class RedisTaskStore:
             ttl = self.ttl(task)
             if ttl is not None:
                 pipe.expire(key, ttl)
+            if before is None or before[0] != text or task.mode == "polls":
+                # When its key expires moved (created, ended early, a poll-driven step); a
+                # time-driven task's polls leave it where it was.
+                expiry = self._expiry(task)
+                pipe.zadd(self._keys.live, {task_id: "+inf" if math.isinf(expiry) else expiry})
             self._synced[task_id] = (text, task.polls)
 
     def listing(self, ids: list[str], rows: list[Any], session: Session) -> None:

@@ -13,7 +13,7 @@ import pytest
 import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from imagegen_conformance.mocks import MockServer
+from imagegen_conformance.mocks import MockRequest, MockServer
 from imagegen_conformance.mocks.engine import StoreUnavailable, share
 
 AUTH = {"Authorization": "Bearer k"}
@@ -280,3 +280,22 @@ async def test_a_cached_finished_answer_follows_faults_clock_and_reset_set_throu
     assert body(await poll(a, again))["completed"] is True
     await b.request("POST", "/__mock/reset")
     assert (await poll(a, again)).status == 404  # at once, not after A hears of the reset
+
+
+async def test_the_store_bound_counts_the_tasks_of_every_worker(pair: Pair, redis_url: str) -> None:
+    a, b = await pair("cloudsway", clock="manual", max_tasks=3)
+    for server in (a, b, a):
+        await create(server)
+    refused = await b.request("POST", CREATE, json={"prompts": "one too many"}, headers=AUTH)
+    assert refused.status == 503, refused.body  # cloudsway's overload answer, as in one process
+    assert body(refused) == body(a.provider.overloaded(refused_request(a)))
+    # Expired tasks no longer count: past their timelines and the retention, both take new ones.
+    retention = a.contract.behaviour.retention.task
+    assert retention is not None
+    await a.request("POST", "/__mock/clock/advance", json={"seconds": 60 + retention + 1})
+    assert await create(b) and await create(a)
+    assert redis.Redis.from_url(redis_url).zcard("igc:cloudsway:live") == 2  # trimmed, not scanned
+
+
+def refused_request(server: MockServer) -> MockRequest:
+    return MockRequest.build("POST", CREATE, role=server.roles[0])
