@@ -1,5 +1,8 @@
 """Load-test helpers: one full lifecycle per provider, as a plain aiohttp client drives it.
 
+Every test here is a soak run (``python -m pytest -q -m soak``): thousands of lifecycles,
+disconnects, shutdowns with requests in flight. The default suite leaves them to that command.
+
 Each flow returns the id of the task it created and the terminal outcome it saw; it raises
 :class:`Unexpected` on any answer the flow did not ask for (a 5xx, an unknown shape).
 """
@@ -115,3 +118,4 @@ FLOWS: dict[str, tuple[Flow, str]] = {
 def flows() -> dict[str, tuple[Flow, str]]:
     """provider -> (lifecycle coroutine, the outcome it must end in)."""
     return FLOWS
+

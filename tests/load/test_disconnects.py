@@ -17,6 +17,8 @@ import pytest
 
 from imagegen_conformance.mocks import MockServer, start
 
+pytestmark = pytest.mark.soak  # `python -m pytest -q -m soak`; CI runs it after the default suite
+
 TOTAL = 1_000
 WARMUP = TOTAL  # the same size: containers reach their high-water marks before measuring
 

@@ -11,6 +11,8 @@ import pytest
 
 from imagegen_conformance.mocks import MockServer, start
 
+pytestmark = pytest.mark.soak  # `python -m pytest -q -m soak`; CI runs it after the default suite
+
 PROVIDERS = ("cloudsway", "acedata", "fal", "yunyx", "dify")
 TOTAL = 1_000
 SCALE = 1_000.0  # provider seconds per real second: a 2-minute AceData task takes 0.12 s

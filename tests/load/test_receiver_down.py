@@ -12,6 +12,8 @@ import pytest
 from imagegen_conformance.contracts import load
 from imagegen_conformance.mocks import MockServer, start
 
+pytestmark = pytest.mark.soak  # `python -m pytest -q -m soak`; CI runs it after the default suite
+
 # fal's 10 attempts over about 2 h of provider time take 3.6 s; each attempt's 15 s timeout
 # becomes 7.5 ms, so a busy loop may see an attempt time out instead of being refused.
 SCALE = 2_000.0

@@ -11,6 +11,8 @@ import pytest
 from imagegen_conformance.mocks import MockServer, start
 from imagegen_conformance.mocks.engine import share
 
+pytestmark = pytest.mark.soak  # `python -m pytest -q -m soak`; CI runs it after the default suite
+
 
 @pytest.mark.parametrize("provider", ["cloudsway", "acedata", "fal", "yunyx"])
 async def test_lifecycles_on_the_shared_store_end_as_in_memory(

@@ -13,6 +13,8 @@ import time
 import aiohttp
 import pytest
 
+pytestmark = pytest.mark.soak  # `python -m pytest -q -m soak`; CI runs it after the default suite
+
 IN_FLIGHT = 60
 
 

@@ -13,6 +13,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+pytestmark = pytest.mark.soak  # `python -m pytest -q -m soak`; CI runs it after the default suite
+
 TOTAL = 10_000
 AUTH = {"Authorization": "Bearer load-key"}
 

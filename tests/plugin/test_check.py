@@ -10,6 +10,8 @@ import pytest
 from imagegen_conformance import contracts
 from imagegen_conformance.mocks import MockServer, ServeThread
 
+pytestmark = pytest.mark.soak  # `python -m pytest -q -m soak`; CI runs it after the default suite
+
 CLI = [sys.executable, "-m", "imagegen_conformance", "check"]
 
 
