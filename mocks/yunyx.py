@@ -12,10 +12,7 @@ contract's ``aliases.siliconflow``), it takes SiliconFlow's own models, sizes an
 
 from __future__ import annotations
 
-import base64
 import calendar
-import hashlib
-import hmac
 import json
 import math
 import time
@@ -232,20 +229,20 @@ class YunyxProvider(Provider):
         return request.url(f"{path}{name}?{query}")
 
     def _oss_key_id(self) -> str:
-        return "LTAI5t" + hashlib.sha256(b"oss-key-id" + self.server.secret).hexdigest()[:18]
+        return self.server.signer.key_id("LTAI5t", 18)
 
     def _oss_signature(self, name: str, expires: str) -> str:
         bucket = self.contract.behaviour.raw["links"]["bucket"]
-        text = f"GET\n\n\n{expires}\n/{bucket}/outputs/{name}".encode(errors="surrogatepass")
-        return base64.b64encode(hmac.new(self.server.secret, text, hashlib.sha1).digest()).decode()
+        return self.server.signer.b64(f"GET\n\n\n{expires}\n/{bucket}/outputs/{name}", "sha1")
 
     def _download_oss(self, request: MockRequest, call: Call) -> MockResponse:
         query, name = request.query, request.params["name"]
         if any(n not in query for n in ("OSSAccessKeyId", "Expires", "Signature")):
             return _s3_error("AccessDenied", "AccessKeyId, Expires and Signature are required in the query.")
-        given = query["Signature"].encode(errors="surrogatepass")
-        expected = self._oss_signature(name, query["Expires"]).encode()
-        if query["OSSAccessKeyId"] != self._oss_key_id() or not hmac.compare_digest(given, expected):
+        expected = self._oss_signature(name, query["Expires"])
+        if query["OSSAccessKeyId"] != self._oss_key_id() or not self.server.signer.matches(
+            query["Signature"], expected
+        ):
             return _s3_error("SignatureDoesNotMatch",
                              "The request signature we calculated does not match the signature you provided.")
         if not query["Expires"].isdigit() or call.now > int(query["Expires"]):

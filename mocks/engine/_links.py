@@ -1,12 +1,12 @@
-"""Signed links a provider serves itself (Dify's HMAC file links, yunyx's S3-style presigned
-ones): one HMAC-SHA256 signer with the server's secret (derived from ``--seed``), and one
-constant-time comparison. How long a link lives is :meth:`MockServer.link_times`'s business.
+"""Signed links a provider serves itself (Dify's HMAC file links, yunyx's OSS and S3-style
+presigned ones): one HMAC signer with the server's secret (derived from ``--seed``, shared
+through the store between workers), SHA-256 unless the provider's scheme says otherwise (OSS:
+SHA-1), and one constant-time comparison. How long a link lives is :meth:`MockServer.link_times`'s business.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 
 __all__ = ["LinkSigner"]
@@ -23,9 +23,17 @@ class LinkSigner:
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
 
-    def digest(self, message: str) -> bytes:
+    def digest(self, message: str, algorithm: str = "sha256") -> bytes:
         # surrogatepass: a client may send any query string, lone surrogates included
-        return hmac.new(self._secret, message.encode(errors="surrogatepass"), hashlib.sha256).digest()
+        return hmac.new(self._secret, message.encode(errors="surrogatepass"), algorithm).digest()
+
+    def b64(self, message: str, algorithm: str = "sha256") -> str:
+        """Standard base64 (OSS's ``Signature``: HMAC-SHA1, then base64)."""
+        return base64.b64encode(self.digest(message, algorithm)).decode()
+
+    def key_id(self, prefix: str, length: int) -> str:
+        """A stable access-key id derived from the secret (never the secret itself)."""
+        return prefix + self.hex("access-key-id")[:length]
 
     def hex(self, message: str) -> str:
         return self.digest(message).hex()
