@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import json
 import statistics
@@ -12,25 +11,15 @@ import sys
 import time
 from typing import Any
 
-from PIL import Image, ImageDraw
-
 from imagegen_conformance.mocks import MockServer
 from imagegen_conformance.mocks.engine import ImageSpec, render
+from imagegen_conformance.mocks.engine._images import drawn_by_pillow
 
 
 def _pillow_png(spec: ImageSpec) -> bytes:
     """The baseline: the same picture drawn and encoded by Pillow (adaptive PNG filters)."""
-    key = hashlib.sha256(
-        f"{spec.prompt_hash}|{spec.seed}|{spec.index}|{spec.width}x{spec.height}".encode()).digest()
-    image = Image.new("RGB", (spec.width, spec.height), (key[0], key[1], key[2]))
-    draw = ImageDraw.Draw(image)
-    for i in range(6):
-        x0, x1 = spec.width * i // 6, spec.width * (i + 1) // 6 - 1
-        if x1 >= x0:
-            draw.rectangle([x0, spec.height // 4, x1, spec.height * 3 // 4],
-                           fill=(key[3 + 3 * i], key[4 + 3 * i], key[5 + 3 * i]))
     out = io.BytesIO()
-    image.save(out, "PNG")
+    drawn_by_pillow(spec).save(out, "PNG")
     return out.getvalue()
 
 

@@ -10,7 +10,7 @@ import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 __all__ = ["FORMATS", "ImageSpec", "ImageTokenError", "ImageTokens", "render"]
 
@@ -88,6 +88,22 @@ def _rows(spec: ImageSpec) -> tuple[bytes, bytes, int, int]:
         if x1 >= x0:
             banded[3 * x0 : 3 * (x1 + 1)] = bytes(key[3 + 3 * i : 6 + 3 * i]) * (x1 - x0 + 1)
     return background * spec.width, bytes(banded), spec.height // 4, spec.height * 3 // 4
+
+
+def drawn_by_pillow(spec: ImageSpec) -> Image.Image:
+    """The picture :func:`_rows` describes, drawn with Pillow's ``ImageDraw`` instead: the
+    independent reference the tests decode :func:`render`'s PNG against, and the benchmark's
+    baseline renderer (Pillow drawing and encoding it)."""
+    key = hashlib.sha256(
+        f"{spec.prompt_hash}|{spec.seed}|{spec.index}|{spec.width}x{spec.height}".encode()).digest()
+    image = Image.new("RGB", (spec.width, spec.height), (key[0], key[1], key[2]))
+    draw = ImageDraw.Draw(image)
+    for i in range(6):
+        x0, x1 = spec.width * i // 6, spec.width * (i + 1) // 6 - 1
+        if x1 >= x0:
+            draw.rectangle([x0, spec.height // 4, x1, spec.height * 3 // 4],
+                           fill=(key[3 + 3 * i], key[4 + 3 * i], key[5 + 3 * i]))
+    return image
 
 
 def _layout(spec: ImageSpec, plain: bytes, banded: bytes, first: int, last: int) -> bytes:

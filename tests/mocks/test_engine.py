@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import random
 import zlib
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from imagegen_conformance import contracts
 from imagegen_conformance.mocks.engine import (
@@ -31,6 +30,7 @@ from imagegen_conformance.mocks.engine import (
     redact_url,
     render,
 )
+from imagegen_conformance.mocks.engine._images import drawn_by_pillow
 
 LIFECYCLE = contracts.load("cloudsway").behaviour.lifecycle
 assert LIFECYCLE is not None
@@ -274,20 +274,6 @@ def test_tiny_and_thin_images_render_at_their_size(size: tuple[int, int], fmt: s
     assert image.size == size
 
 
-def _drawn_by_pillow(spec: ImageSpec) -> Image.Image:
-    """The placeholder as Pillow draws it: the reference the engine's own PNG encoding must match."""
-    key = hashlib.sha256(
-        f"{spec.prompt_hash}|{spec.seed}|{spec.index}|{spec.width}x{spec.height}".encode()).digest()
-    image = Image.new("RGB", (spec.width, spec.height), (key[0], key[1], key[2]))
-    draw = ImageDraw.Draw(image)
-    for i in range(6):
-        x0, x1 = spec.width * i // 6, spec.width * (i + 1) // 6 - 1
-        if x1 >= x0:
-            draw.rectangle([x0, spec.height // 4, x1, spec.height * 3 // 4],
-                           fill=(key[3 + 3 * i], key[4 + 3 * i], key[5 + 3 * i]))
-    return image
-
-
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (5, 7), (6, 6), (7, 4), (33, 1), (512, 768), (1024, 1024)],
                          ids=lambda s: f"{s[0]}x{s[1]}")
 @pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
@@ -297,7 +283,7 @@ def test_rendered_images_decode_to_the_drawn_picture(size: tuple[int, int], fmt:
     decoded.load()
     assert (decoded.format, decoded.mode, decoded.size) == (FORMATS[fmt][0], "RGB", size)
     if fmt == "png":  # lossless: the very pixels Pillow draws
-        assert decoded.tobytes() == _drawn_by_pillow(spec).tobytes()
+        assert decoded.tobytes() == drawn_by_pillow(spec).tobytes()
     assert render(spec) == render(ImageSpec.of(*size, fmt=fmt, prompt="a red fox", seed=3, index=1))
 
 
