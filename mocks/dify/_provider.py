@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import mimetypes
 import uuid
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from imagegen_conformance.contracts import SchemaIssue
 
-from ..engine import Body, Call, MockRequest, MockResponse, render, route
+from ..engine import Body, Call, MockRequest, MockResponse, Route, render, route
 from ._runs import SSE_TYPE, DifyRuns, end_user
 
 __all__ = ["DifyProvider"]
@@ -29,16 +28,14 @@ class DifyProvider(DifyRuns):
 
     id = "dify"
     image_prefix = None  # Dify serves its own signed /files/... routes
-    # A run holds its Workflow object and its tool files live in this process (files, uploads):
-    # a shared store cannot carry them, so Dify is served from one process's memory.
-    shareable = False
 
     def __init__(self, server: Any) -> None:
         super().__init__(server)
         limits = self.contract.behaviour.limits
         self._upload_budget = int(limits.get("upload_bytes_budget", 64 << 20))
-        self._uploads: OrderedDict[str, dict[str, Any]] = OrderedDict()  # upload id -> metadata
-        self._upload_bytes: OrderedDict[str, bytes] = OrderedDict()
+        self._uploads = server.shelf("uploads", limit=self._max_files)  # upload id -> metadata
+        self._upload_bytes = server.shelf("upload_bytes", limit=self._max_files,
+                                          budget=self._upload_budget)
 
     # --- routes ----------------------------------------------------------------------
 
@@ -282,13 +279,35 @@ class DifyProvider(DifyRuns):
         return None
 
     def _remember_upload(self, file_id: str, meta: dict[str, Any], data: bytes) -> None:
-        self._uploads[file_id] = meta
+        self._uploads[file_id] = meta  # each shelf drops its oldest beyond its bound
         self._upload_bytes[file_id] = data
-        while len(self._uploads) > self._max_files:
-            old, _ = self._uploads.popitem(last=False)
-            self._upload_bytes.pop(old, None)
-        while sum(len(b) for b in self._upload_bytes.values()) > self._upload_budget:
-            self._upload_bytes.popitem(last=False)
+
+    # --- a shared store (serve --workers): what a request needs from the other workers ----
+
+    def shelf_keys(self, request: MockRequest, route: Route) -> Iterable[tuple[str, str]]:
+        params, operation = request.params, route.operation
+        if operation == "stopWorkflowTask":
+            return [("runs", params["task_id"])]
+        if operation == "getToolFile":
+            return [("files", params["file_id"])]
+        if operation == "getUploadFilePreview":
+            return [("uploads", params["file_id"]), ("upload_bytes", params["file_id"])]
+        if operation == "runWorkflow" and b"upload_file_id" in request.body:
+            try:
+                files = json.loads(request.body).get("files") or []
+                return [("uploads", str(f["upload_file_id"])) for f in files
+                        if isinstance(f, dict) and "upload_file_id" in f]
+            except (ValueError, AttributeError, TypeError):
+                return ()  # the engine answers the bad body
+        return ()
+
+    def task_ids(self, request: MockRequest, route: Route) -> Iterable[str] | None:
+        if route.operation == "stopWorkflowTask":  # a stop names the task id, not the run
+            run_id = self._runs_by_task.get(request.params["task_id"])
+            return [run_id] if run_id else []
+        if route.operation in ("getToolFile", "getUploadFilePreview"):
+            return []  # files, not runs
+        return super().task_ids(request, route)
 
 
 def _allow(methods: list[str]) -> str:

@@ -16,13 +16,13 @@ import math
 import os
 import re
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
+from dataclasses import astuple
 from functools import partial
 from typing import Any
 
-from ..engine import Call, ImageSpec, MockRequest, MockResponse, Pings, Provider, Task, sse_event
+from ..engine import Call, ImageSpec, MockRequest, MockResponse, Pings, Provider, Shelf, Task, sse_event
 from ._workflow import Node, Workflow
 
 __all__ = ["PING", "SSE_TYPE", "DifyRuns", "end_user"]
@@ -42,8 +42,12 @@ class DifyRuns(Provider):
         self.workflow = Workflow.load()
         self._codes: dict[str, Any] = dict(self.contract.behaviour.raw.get("error_codes") or {})
         self._max_files = int(self.contract.behaviour.limits.get("max_files", 10_000))
-        self._files: OrderedDict[str, ImageSpec] = OrderedDict()  # tool file id -> image
-        self._runs_by_task: OrderedDict[str, str] = OrderedDict()  # task_id -> workflow_run_id
+        # Bounded, and shared by every worker of a shared store (serve --workers).
+        self._files: Shelf = server.shelf(  # tool file id -> image
+            "files", limit=self._max_files, encode=astuple, decode=lambda v: ImageSpec(*v))
+        self._runs_by_task: Shelf = server.shelf(  # task_id -> workflow_run_id
+            "runs", limit=int(self.contract.behaviour.limits.get("max_tasks", 100_000)))
+        self._workflows = {self.workflow.id: self.workflow}  # every workflow a run may hold
         # Futures of the blocking answers and streams now waiting on a run: stop wakes them.
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
 
@@ -55,6 +59,7 @@ class DifyRuns(Provider):
             self.workflow = Workflow.from_dict(workflow)
         else:
             self.workflow = Workflow.load(workflow)
+        self._workflows[self.workflow.id] = self.workflow
 
     @property
     def live_streams(self) -> int:
@@ -64,8 +69,18 @@ class DifyRuns(Provider):
     def _stop_run(self, task: Task, now: float) -> None:
         """End a run ``stopped`` now; the answers waiting on it wake up and say so."""
         if task.end("stopped", now):
-            for fut in self._waiters.get(task.id, ()):
-                fut.get_loop().call_soon_threadsafe(_wake, fut)
+            self.on_ended(task)
+
+    def on_ended(self, task: Task) -> None:
+        """A run was stopped (here, or through another worker): its waiting answers wake."""
+        for fut in self._waiters.get(task.id, ()):
+            fut.get_loop().call_soon_threadsafe(_wake, fut)
+
+    def encode_data(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "workflow": data["workflow"].id}  # a shared store holds its id
+
+    def decode_data(self, data: dict[str, Any]) -> dict[str, Any]:
+        return {**data, "workflow": self._workflows.get(data["workflow"], self.workflow)}
 
     def _forget_runs(self) -> None:
         self._files.clear()
@@ -107,8 +122,6 @@ class DifyRuns(Provider):
             if node.images and not (fail and i == work):
                 data["files"][node.id] = self._draw(node, inputs, data["seed"], rng)
         self._runs_by_task[task_id] = run_id
-        while len(self._runs_by_task) > int(self.contract.behaviour.limits.get("max_tasks", 100_000)):
-            self._runs_by_task.popitem(last=False)
         return task
 
     def _draw(self, node: Node, inputs: Mapping[str, Any], seed: int, rng: Any) -> list[str]:
@@ -122,8 +135,6 @@ class DifyRuns(Provider):
                 fmt=str(spec.get("format", "png")), prompt=prompt, seed=seed, index=index,
             )
             ids.append(file_id)
-        while len(self._files) > self._max_files:
-            self._files.popitem(last=False)
         return ids
 
     def _schedule(self, task: Task) -> list[tuple[Node, float, float]]:

@@ -222,6 +222,25 @@ class Provider(ABC):
         """
         return [value for name, value in request.params.items() if name.endswith("id")]
 
+    def shelf_keys(self, request: MockRequest, route: Route) -> Iterable[tuple[str, str]]:
+        """(shelf name, key) of the records a request reads (see :meth:`MockServer.shelf`).
+
+        A shared store loads them before :meth:`task_ids` is asked, so a task found through a
+        record (Dify's stop by task id) can be named there. Default: none.
+        """
+        return ()
+
+    def encode_data(self, data: dict[str, Any]) -> dict[str, Any]:
+        """A task's ``data`` as JSON for a shared store (an object it holds as a reference)."""
+        return data
+
+    def decode_data(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The reverse of :meth:`encode_data`, in the worker that loads the task."""
+        return data
+
+    def on_ended(self, task: Any) -> None:  # noqa: B027 - optional hook
+        """Another worker ended ``task`` early (a stop, a cancel): wake what waits on it here."""
+
     def on_secret(self) -> None:  # noqa: B027 - optional hook
         """The server's signing secret is set or changed (a shared store's key): rebuild what
         the provider derives from ``server.secret`` (fal's webhook key pair)."""

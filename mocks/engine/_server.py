@@ -34,6 +34,7 @@ from ._links import LinkSigner
 from ._provider import Provider, Route, provider_class
 from ._ratelimit import RateLimiter
 from ._redact import redact_headers, redact_query, redact_text
+from ._shelf import Shelf
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
 
 if TYPE_CHECKING:
@@ -280,6 +281,7 @@ class MockServer:
         self.public_url = public_url.rstrip("/") if public_url else None
         self.admin_token = admin_token
         self.allow_hosts = frozenset(allow_hosts)
+        self.shelves: dict[str, Shelf] = {}  # a provider's records beside its tasks (shelf())
         self.provider: Provider = provider_class(self.provider_id)(self)
         self.routes = self.provider.routes()
         self.body_kinds = body_kinds(self.contract)  # operationId -> "json" | "multipart"
@@ -351,6 +353,18 @@ class MockServer:
 
     # --- links -----------------------------------------------------------------------------
 
+    def shelf(self, name: str, *, limit: int, budget: int | None = None,
+              encode: Callable[[Any], Any] | None = None,
+              decode: Callable[[Any], Any] | None = None) -> Shelf:
+        """A provider's records beside its tasks, by a key of their own (see :class:`Shelf`).
+
+        Bounded in memory; with a shared store every worker finds them (the records a request
+        needs are named by :meth:`Provider.shelf_keys`).
+        """
+        made = Shelf(name, limit=limit, budget=budget, encode=encode, decode=decode)
+        self.shelves[name] = made
+        return made
+
     def use_secret(self, key: bytes) -> None:
         """Sign image tokens, file links and webhooks with ``key`` from now on.
 
@@ -410,6 +424,8 @@ class MockServer:
         self.faults.clear()
         self.errors.clear()
         self.deliveries.clear()
+        for shelf in self.shelves.values():
+            shelf.clear()
         if self.rate_limiter:
             self.rate_limiter.reset()
         self.provider.on_reset()

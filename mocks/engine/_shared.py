@@ -20,6 +20,11 @@ Keys (namespace ``igc:<provider>:``, so several mocks share one Redis database):
 ``clock``              hash: kind, scale, origin (provider, real) or a manual clock's ``now``
 ``secret``             the signing secret (``SET NX``: the first worker's wins)
 ``generation``         bumped by a reset, so every worker forgets its local state too
+``live``               the store's bound: live tasks by expiry (see ``_store_redis``)
+``shelf:<name>:<key>`` a provider's record beside its tasks (``MockServer.shelf``: Dify's
+                       tool files, uploads, stop ids), expiring with the task retention
+``ended``              pub/sub channel: a task ended early (a stop) through one worker, so the
+                       others wake the answers and streams waiting on it
 =====================  ============================================================
 
 When Redis is unreachable a request is answered with the provider's own 503 envelope
@@ -32,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import sys
@@ -282,6 +288,7 @@ class Shared:
         self._clock_advance = client.register_script(_CLOCK_ADVANCE)
         self._generation: int | None = None
         self._poller: asyncio.Task[None] | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._down_since: float | None = None
         self._closing = False
         self.journal_size = server.journal._entries.maxlen or 10_000
@@ -301,7 +308,10 @@ class Shared:
         old = server.tasks
         bound = getattr(server.tasks, "_max", None) or int(behaviour.limits.get("max_tasks", 100_000))
         store = RedisTaskStore(keys, server.clock, retention=behaviour.retention.task,
-                               max_tasks=bound)  # counted across every worker
+                               max_tasks=bound,  # counted across every worker
+                               encode=server.provider.encode_data, decode=server.provider.decode_data)
+        for shelf in server.shelves.values():
+            shelf.session = current
         if len(old):
             raise RuntimeError("share() must be called before the mock holds tasks")
         server.tasks = store
@@ -321,6 +331,7 @@ class Shared:
         gen = await client.get(keys.generation)
         self._generation = int(gen or 0)
         self._poller = asyncio.ensure_future(self._poll())
+        self._listener = asyncio.ensure_future(self._listen())
 
     async def _shared_clock(self, clock: Clock) -> Clock:
         key = self.keys.clock
@@ -372,12 +383,40 @@ class Shared:
             except (RedisError, OSError) as exc:
                 self._lost(exc)
 
+    async def _listen(self) -> None:
+        """Hear of tasks ended early through other workers (pub/sub ``ended``): wake their waiters."""
+        while not self._closing:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.ended)
+                while not self._closing:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        self._heard_ended(message["data"])
+            except (RedisError, OSError) as exc:
+                self._lost(exc)
+                await asyncio.sleep(0.2)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+
+    def _heard_ended(self, raw: bytes) -> None:
+        task_id, state, at = json.loads(raw)
+        store = self.server.tasks
+        assert isinstance(store, RedisTaskStore)
+        task = store._mem._tasks.get(task_id)  # only this worker's own instance, if it has one
+        if task is not None and task.ended is None:
+            task.ended = (state, float(at))
+        if task is not None:
+            self.server.provider.on_ended(task)
+
     async def aclose(self) -> None:
         self._closing = True  # the poll loop also stops by itself, should a cancel be swallowed
-        if self._poller is not None:
-            self._poller.cancel()
-            await asyncio.wait([self._poller], timeout=2)
-            self._poller = None
+        for job in (self._poller, self._listener):
+            if job is not None:
+                job.cancel()
+                await asyncio.wait([job], timeout=2)
+        self._poller = self._listener = None
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             await asyncio.wait_for(self.client.aclose(), 2)
 
@@ -451,6 +490,9 @@ class Shared:
             elif rest.startswith("tasks/"):
                 ids = [rest[len("tasks/"):]]
         elif route is not None:
+            shelved = list(server.provider.shelf_keys(request, route))
+            if shelved:  # records first: they may name the task (one more round trip)
+                await self._load_shelf(session, shelved)
             wanted = server.provider.task_ids(request, route)
             if wanted is None:
                 listing = True
@@ -498,6 +540,25 @@ class Shared:
                                             repr(limiter.per_seconds)])
             session.extra["rate_wait"] = float(wait)
 
+    async def _load_shelf(self, session: Session, wanted: list[tuple[str, str]]) -> None:
+        shelves = self.server.shelves
+        wanted = [(name, key) for name, key in wanted if name in shelves]
+        if not wanted:
+            return
+        rows = await self.client.mget([self._shelf_key(name, key) for name, key in wanted])
+        for (name, key), raw in zip(wanted, rows, strict=True):
+            raw = raw.encode() if isinstance(raw, str) else raw
+            session.shelf[(name, key)] = shelves[name].load(key, raw)
+
+    def _shelf_key(self, name: str, key: str) -> str:
+        return f"{self.keys.prefix}shelf:{name}:{key}"
+
+    def _shelf_ttl(self) -> int:
+        retention = self.server.contract.behaviour.retention.task or 86400.0
+        clock = self.server.clock
+        scale = clock.scale if clock.kind != "manual" else 1.0
+        return math.ceil(retention / scale) + 60
+
     async def _take_faults(self, raw: dict[bytes, bytes], operation: str | None) -> list[FaultSpec]:
         rng = self.server.rng
         fired: list[tuple[int, FaultSpec]] = []
@@ -521,6 +582,13 @@ class Shared:
         exchanges: list[Exchange] = session.extra.get("exchanges", [])
         async with self.client.pipeline(transaction=False) as pipe:
             store.queue_commit(pipe, session)
+            if session.shelved:
+                ttl = self._shelf_ttl()
+                for name, key, value in session.shelved:
+                    pipe.set(self._shelf_key(name, key), self.server.shelves[name].dump(value), ex=ttl)
+            for task in session.ended:
+                assert task.ended is not None
+                pipe.publish(self.keys.ended, json.dumps([task.id, *task.ended]))
             for exchange in exchanges:
                 # EVAL, not EVALSHA: a Redis restarted empty has no script cache to miss.
                 pipe.eval(_JOURNAL_PUSH, 2, self.keys.journal, self.keys.journal_seq,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +56,9 @@ class Session:
     listing: list[Task] | None = None  # every task, when the request lists them
     closed: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # faults fired, rate-limit verdicts
+    shelf: dict[tuple[str, str], Any] = field(default_factory=dict)  # records loaded (None: absent)
+    shelved: list[tuple[str, str, Any]] = field(default_factory=list)  # records written
+    ended: list[Task] = field(default_factory=list)  # tasks this request ended early
 
 
 def current() -> Session | None:
@@ -63,20 +66,25 @@ def current() -> Session | None:
     return None if session is None or session.closed else session
 
 
-def encode_task(task: Task) -> str:
-    """The task without its poll count (kept apart, as a counter)."""
+def _same(data: dict[str, Any]) -> dict[str, Any]:
+    return data
+
+
+def encode_task(task: Task, encode: Callable[[dict[str, Any]], dict[str, Any]] = _same) -> str:
+    """The task without its poll count (kept apart, as a counter); ``encode``: its data as JSON."""
     return json.dumps([
         task.id, task.created_at, task.states, task.durations, task.polls_needed, task.final,
-        task.terminal, task.mode, task.data, task.ended, [str(f) for f in task.faults],
+        task.terminal, task.mode, encode(task.data), task.ended, [str(f) for f in task.faults],
         task.failure,
     ], separators=(",", ":"))
 
 
-def decode_task(text: str | bytes, polls: int, terminal_at: float | None) -> Task:
+def decode_task(text: str | bytes, polls: int, terminal_at: float | None,
+                decode: Callable[[dict[str, Any]], dict[str, Any]] = _same) -> Task:
     (task_id, created_at, states, durations, polls_needed, final, terminal, mode, data,
      ended, faults, failure) = json.loads(text)
     task = Task(task_id, created_at, tuple(states), tuple(durations), tuple(polls_needed), final,
-                tuple(terminal), mode, data, faults=tuple(FaultSpec.parse(f) for f in faults),
+                tuple(terminal), mode, decode(data), faults=tuple(FaultSpec.parse(f) for f in faults),
                 failure=failure)
     task.ended = None if ended is None else (ended[0], ended[1])
     task.polls = polls
@@ -98,14 +106,19 @@ class RedisTaskStore:
     whenever a request loads them.
     """
 
-    def __init__(self, keys: Any, clock: Clock, *, retention: float | None, max_tasks: int) -> None:
+    def __init__(self, keys: Any, clock: Clock, *, retention: float | None, max_tasks: int,
+                 encode: Callable[[dict[str, Any]], dict[str, Any]] = _same,
+                 decode: Callable[[dict[str, Any]], dict[str, Any]] = _same) -> None:
         self._keys = keys
+        self._encode = encode  # the provider's encode_data / decode_data
+        self._decode = decode
         self._clock = clock
         self._retention = retention
         self._max = max_tasks
         # The worker's own instances: a cache that never refuses (the bound is Redis's count).
         self._mem = MemoryTaskStore(clock, retention=retention, max_tasks=max_tasks)
-        self._synced: dict[str, tuple[str, int]] = {}  # id -> (JSON, polls) as Redis last had them
+        # id -> (JSON, polls, ended) as Redis last had them
+        self._synced: dict[str, tuple[str, int, tuple[str, float] | None]] = {}
 
     def set_clock(self, clock: Clock) -> None:
         self._clock = clock
@@ -182,7 +195,8 @@ class RedisTaskStore:
                 self._mem.remove(task_id)
                 self._synced.pop(task_id, None)
                 continue
-            fresh = decode_task(text, int(polls or 0), None if tat is None else float(tat))
+            fresh = decode_task(text, int(polls or 0), None if tat is None else float(tat),
+                                self._decode)
             if self._mem._expired(fresh, now):
                 self._mem.remove(task_id)
                 continue
@@ -193,7 +207,8 @@ class RedisTaskStore:
                     self._mem.add(fresh)
             else:
                 _refresh(mine, fresh)
-            self._synced[task_id] = (text if isinstance(text, str) else text.decode(), fresh.polls)
+            self._synced[task_id] = (text if isinstance(text, str) else text.decode(), fresh.polls,
+                                     fresh.ended)
             session.loaded[task_id] = mine
 
     def queue_listing(self, pipe: Any) -> None:
@@ -238,7 +253,7 @@ class RedisTaskStore:
         for task_id, task in {**session.touched, **session.loaded, **session.added}.items():
             if task_id in session.removed:
                 continue
-            text = encode_task(task)
+            text = encode_task(task, self._encode)
             key = self._keys.task(task_id)
             before = self._synced.get(task_id)
             if task_id in session.added and before is None:
@@ -263,7 +278,9 @@ class RedisTaskStore:
                 # time-driven task's polls leave it where it was.
                 expiry = self._expiry(task)
                 pipe.zadd(self._keys.live, {task_id: "+inf" if math.isinf(expiry) else expiry})
-            self._synced[task_id] = (text, task.polls)
+            if before is not None and task.ended is not None and before[2] != task.ended:
+                session.ended.append(task)  # ended here: the workers streaming it are told
+            self._synced[task_id] = (text, task.polls, task.ended)
 
     def listing(self, ids: list[str], rows: list[Any], session: Session) -> None:
         self.apply_load(session, ids, rows)

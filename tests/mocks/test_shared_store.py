@@ -8,6 +8,7 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import redis
@@ -200,10 +201,104 @@ async def test_an_unreachable_store_is_one_line_naming_the_url() -> None:
     assert "\n" not in message and "redis://127.0.0.1:1/0" in message
 
 
-async def test_dify_refuses_a_shared_store_saying_why(redis_url: str) -> None:
-    server = MockServer("dify")
-    with pytest.raises(ValueError, match="--store memory"):
-        await share(server, redis_url)
+# --- Dify: runs, stop, run detail, signed files and uploads on either worker -------------
+
+DIFY = {"Authorization": "Bearer app-test"}
+DIFY_RUN = {"inputs": {"prompt": "a fox", "model_name": "v1-5-pruned-emaonly"}, "user": "u"}
+
+
+def sse_data(chunks: list[bytes]) -> list[Any]:
+    return [json.loads(line[len(b"data: "):]) for chunk in chunks
+            for line in chunk.split(b"\n") if line.startswith(b"data: ")]
+
+
+async def dify_blocking(server: MockServer, other: MockServer, body: dict[str, Any]) -> Any:
+    """A blocking run through ``server`` while the shared manual clock moves through ``other``."""
+    pending = asyncio.ensure_future(server.request("POST", "/v1/workflows/run", headers=DIFY,
+                                                  json={**body, "response_mode": "blocking"}))
+    for _ in range(200):  # until the run, started at some moment of these, has ended
+        await other.request("POST", "/__mock/clock/advance", json={"seconds": 30})
+        await asyncio.wait([pending], timeout=0.02)
+        if pending.done():
+            break
+    answer = await pending
+    assert answer.status == 200, answer.body
+    return body_of(answer)
+
+
+def body_of(response: Any) -> Any:
+    return json.loads(response.body)
+
+
+async def test_a_dify_stream_through_one_is_stopped_through_the_other(pair: Pair) -> None:
+    a, b = await pair("dify", clock="manual", seed=2)
+    response = await a.request("POST", "/v1/workflows/run", headers=DIFY,
+                               json={**DIFY_RUN, "response_mode": "streaming"})
+    assert response.is_stream and not isinstance(response.body, bytes)
+    stream = response.body
+    chunks: list[bytes] = []
+
+    async def read() -> None:
+        async for chunk in stream:
+            chunks.append(chunk)
+
+    reader = asyncio.ensure_future(read())
+    while not sse_data(chunks):
+        await asyncio.sleep(0.01)
+    started = sse_data(chunks)[0]
+    assert started["event"] == "workflow_started"
+    stop = await b.request("POST", f"/v1/workflows/tasks/{started['task_id']}/stop",
+                           json={"user": "u"}, headers=DIFY)
+    assert body_of(stop) == {"result": "success"}
+    await asyncio.wait_for(reader, 5)  # no clock advance: the stop through B ends A's stream
+    last = sse_data(chunks)[-1]
+    assert last["event"] == "workflow_finished" and last["data"]["status"] == "stopped"
+    detail = await b.request("GET", f"/v1/workflows/run/{started['workflow_run_id']}", headers=DIFY)
+    assert body_of(detail)["status"] == "stopped"
+
+
+async def test_a_dify_run_and_its_signed_files_answer_through_the_other(pair: Pair) -> None:
+    a, b = await pair("dify", clock="manual", seed=2)
+    done = await dify_blocking(a, b, DIFY_RUN)
+    assert done["data"]["status"] == "succeeded"
+    detail = body_of(await b.request("GET", f"/v1/workflows/run/{done['workflow_run_id']}",
+                                     headers=DIFY))
+    assert detail["status"] == "succeeded"
+
+    def files(outputs: dict[str, Any]) -> list[dict[str, Any]]:
+        return [f for v in outputs.values() if isinstance(v, list) for f in v]
+
+    signed_by_a, signed_by_b = files(done["data"]["outputs"]), files(detail["outputs"])
+    assert signed_by_a and [f["related_id"] for f in signed_by_a] == [f["related_id"] for f in signed_by_b]
+    for item, reader in [*((f, b) for f in signed_by_a), *((f, a) for f in signed_by_b)]:
+        url = urlsplit(item["url"])
+        image = await reader.request("GET", url.path, query=dict(parse_qsl(url.query)))
+        assert image.status == 200 and image.headers["Content-Type"] == item["mime_type"]
+        forged = dict(parse_qsl(url.query), sign="x" * 44)
+        assert (await reader.request("GET", url.path, query=forged)).status == 403
+
+
+async def test_a_dify_upload_through_one_is_read_and_used_through_the_other(pair: Pair) -> None:
+    a, b = await pair("dify", clock="manual", seed=2)
+    boundary = "b0undary"
+    data = b"\x89PNG\r\n\x1a\n" + b"0" * 64
+    form = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="cat.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n").encode() + data + (
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="user"\r\n\r\nu\r\n'
+            f"--{boundary}--\r\n").encode()
+    uploaded = await a.request("POST", "/v1/files/upload", body=form, headers={
+        **DIFY, "Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert uploaded.status == 201, uploaded.body
+    meta = body_of(uploaded)
+    url = urlsplit(meta["source_url"])
+    preview = await b.request("GET", url.path, query=dict(parse_qsl(url.query)))
+    assert preview.status == 200 and preview.body == data
+    files = [{"type": "image", "transfer_method": "local_file", "upload_file_id": meta["id"]}]
+    assert (await dify_blocking(b, a, {**DIFY_RUN, "files": files}))["data"]["status"] == "succeeded"
+    unknown = [{**files[0], "upload_file_id": "00000000-0000-4000-8000-000000000000"}]
+    refused = await b.request("POST", "/v1/workflows/run", headers=DIFY,
+                              json={**DIFY_RUN, "response_mode": "blocking", "files": unknown})
+    assert refused.status == 400
 
 
 async def test_a_store_password_never_shows_in_the_error() -> None:

@@ -229,3 +229,39 @@ async def test_check_with_workers_is_a_usage_error_naming_verify(redis_url: str)
         capture_output=True, text=True, timeout=30,
     )
     assert proc.returncode == 2 and "verify --target" in proc.stderr, proc.stderr
+
+
+async def test_dify_on_two_workers_streams_stops_and_serves_files_through_either(
+    workers: StartWorkers, redis_url: str
+) -> None:
+    w = await workers(redis_url, "-p", "dify", "--clock", "manual")
+    one, two = w.own[1]["dify"], w.own[2]["dify"]
+    dify = {"Authorization": "Bearer app-test"}
+    run = {"inputs": {"prompt": "a fox", "model_name": "v1-5-pruned-emaonly"}, "user": "u"}
+    async with aiohttp.ClientSession() as s:
+        async with s.post(f"{one}/v1/workflows/run", headers=dify,
+                          json={**run, "response_mode": "streaming"}) as stream:
+            first = json.loads((await stream.content.readline())[len(b"data: "):])
+            assert first["event"] == "workflow_started"
+            _, stopped = await get_json(s, "POST", f"{two}/v1/workflows/tasks/{first['task_id']}/stop",
+                                        headers=dify, json={"user": "u"})
+            assert stopped == {"result": "success"}
+            rest = await asyncio.wait_for(stream.read(), 10)  # worker 1's stream ends: stopped
+        events = [json.loads(line[len(b"data: "):]) for line in rest.split(b"\n")
+                  if line.startswith(b"data: ")]
+        assert events[-1]["event"] == "workflow_finished" and events[-1]["data"]["status"] == "stopped"
+        blocking = asyncio.ensure_future(get_json(s, "POST", f"{two}/v1/workflows/run", headers=dify,
+                                                  json={**run, "response_mode": "blocking"}))
+        for _ in range(200):  # until the run, started at some moment of these, has ended
+            await get_json(s, "POST", f"{one}/__mock/clock/advance", json={"seconds": 30})
+            await asyncio.wait([blocking], timeout=0.05)
+            if blocking.done():
+                break
+        status, done = await blocking
+        assert status == 200 and done["data"]["status"] == "succeeded"
+        _, detail = await get_json(s, "GET", f"{one}/v1/workflows/run/{done['workflow_run_id']}",
+                                   headers=dify)
+        assert detail["status"] == "succeeded"
+        (link,) = [f["url"] for v in done["data"]["outputs"].values() if isinstance(v, list) for f in v]
+        async with s.get(one + link if link.startswith("/") else link.replace(two, one)) as r:
+            assert r.status == 200 and (await r.read())[:4] == b"\x89PNG"  # signed by 2, read from 1
