@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote
 
 from aiohttp import web
-from multidict import CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from ._connections import ConnectionLimits
 from ._http import MockRequest
 from ._server import MockServer
+
+if TYPE_CHECKING:
+    from multidict import MultiDictProxy
 
 __all__ = ["make_app", "make_handler"]
 
@@ -77,12 +80,21 @@ def make_handler(
         # Answer a declared length over the limit from the header alone: the body is never read.
         body, oversized, timed_out = b"", declared is not None and declared > server.max_body, False
         if not oversized and request.body_exists:
-            body, oversized, timed_out = await _read_body(request, server.max_body, limits)
+            content = request.content
+            if content.is_eof() and content.exception() is None:
+                # The whole body came with the headers (a small JSON body): it is all in the
+                # buffer, nothing is waited for, so no deadline needs arming.
+                body = content.read_nowait(-1)
+                if len(body) > server.max_body:
+                    body, oversized = b"", True
+            else:
+                body, oversized, timed_out = await _read_body(request, server.max_body, limits)
         mreq = MockRequest(
             method=request.method,
             path=request.path,
-            query=MultiDictProxy(MultiDict(request.query)),
-            headers=CIMultiDictProxy(request.headers.copy()),
+            # aiohttp's own proxies: read-only views of what the parser made, never changed after.
+            query=cast("MultiDictProxy[str]", request.query),  # yarl's, typed as its protocol
+            headers=request.headers,
             body=body,
             base_url=f"{request.scheme}://{request.host}",
             role=role,

@@ -20,7 +20,7 @@ from imagegen_conformance.contracts import Contract, SchemaIssue
 
 from ._http import BodyError, MockRequest
 
-__all__ = ["Body", "FormPart", "body_kinds", "read_json", "read_multipart"]
+__all__ = ["Body", "CheckedBodies", "FormPart", "body_kinds", "read_json", "read_multipart"]
 
 _KINDS = {"application/json": "json", "multipart/form-data": "multipart"}
 
@@ -85,6 +85,45 @@ def read_json(provider: Any, contract: Contract, request: MockRequest, operation
     if validator is not None:
         body.issues = validator.issues(body.data)
     return body
+
+
+#: Bodies up to this size are kept by :class:`CheckedBodies` (a poll's body is a few dozen bytes).
+KEPT_BODY_BYTES = 1024
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+class CheckedBodies:
+    """JSON bodies already parsed, normalised and found valid, by operation and exact bytes.
+
+    A client that polls by POST (AceData's retrieve: ``{"action": "retrieve", "id": ...}``)
+    sends the same bytes on every poll; they are parsed and checked once. Only a valid, flat
+    object (every value a string, number, boolean or null) is kept, so each request gets a
+    full copy it may change; a body with issues is checked afresh every time. The provider's
+    ``normalise`` sees only the body and the server's options, which never change while it runs.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._kept: dict[tuple[str, bytes], dict[str, Any]] = {}
+
+    def read(self, provider: Any, contract: Contract, request: MockRequest, operation: str) -> Body:
+        raw = request.body
+        if len(raw) > KEPT_BODY_BYTES:
+            return read_json(provider, contract, request, operation)
+        key = (operation, raw)
+        kept = self._kept.get(key)
+        if kept is not None:
+            return Body(operation, "json", data=dict(kept))
+        body = read_json(provider, contract, request, operation)
+        data = body.data
+        if body.ok and data is not None and all(type(v) in _SCALARS for v in data.values()):
+            if len(self._kept) >= self._size:
+                del self._kept[next(iter(self._kept))]  # the oldest
+            self._kept[key] = dict(data)
+        return body
+
+    def clear(self) -> None:
+        self._kept.clear()
 
 
 async def read_multipart(request: MockRequest, operation: str) -> Body:

@@ -80,7 +80,10 @@ def loads(body: bytes | str) -> Any:
         raise BodyError(f"request body nests deeper than {MAX_DEPTH} levels") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BodyError(f"request body is not valid JSON: {exc}") from exc
-    if _depth(data) > MAX_DEPTH:
+    # Each level of nesting opens a bracket: a body with no more brackets than the limit (inside
+    # strings or not) cannot nest deeper, and is not walked.
+    brackets = text.count("{") + text.count("[")
+    if brackets > MAX_DEPTH and _depth(data) > MAX_DEPTH:
         raise BodyError(f"request body nests deeper than {MAX_DEPTH} levels")
     return data
 
@@ -175,6 +178,9 @@ class MockResponse:
     body: bytes | AsyncIterator[bytes] = b""
     action: str = "respond"
     on_close: Callable[[], None] | None = None  # called once when a stream ends or is dropped
+    #: (body, Content-Type, the journal's text of the body) when already made (Call.answer_once);
+    #: used only while ``body`` is still that very object, of that type.
+    journal_text: tuple[bytes, str | None, str | None] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def json(

@@ -55,12 +55,22 @@ def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> di
     """Header values that carry secrets keep only their scheme: ``Bearer <redacted>``."""
     items = headers.items() if isinstance(headers, Mapping) else headers
     out: dict[str, str] = {}
+    known = _SECRET_NAME
     for name, value in items:
-        if name.lower() in SECRET_HEADERS:
+        secret = known.get(name)
+        if secret is None:  # a spelling not seen yet (this runs twice per request)
+            secret = name.lower() in SECRET_HEADERS
+            if len(known) < 4096:
+                known[name] = secret
+        if secret:
             scheme, sep, _ = value.partition(" ")
             value = f"{scheme} {REDACTED}" if sep and scheme.isalpha() else REDACTED
         out[name] = value
     return out
+
+
+#: Header name as spelt -> whether it carries a secret (a few dozen spellings in practice).
+_SECRET_NAME: dict[str, bool] = {}
 
 
 def redact_text(text: str | None) -> str | None:

@@ -14,7 +14,7 @@ from imagegen_conformance import contracts
 from imagegen_conformance.contracts import Contract, ContractError
 
 from ._admin import handle_admin
-from ._body import Body, FormPart, body_kinds, read_json, read_multipart
+from ._body import Body, CheckedBodies, FormPart, body_kinds, read_multipart
 from ._clock import Clock, make_clock
 from ._deliver import Deliverer
 from ._faults import (
@@ -48,6 +48,9 @@ SCENARIO_HEADER = "X-Mock-Scenario"
 LIFECYCLES = ("time", "polls")
 #: Finished tasks' answers kept by :meth:`Call.answer_once` (the oldest is dropped first).
 ANSWERS_KEPT = 4096
+_NO_NAMES: frozenset[str] = frozenset()
+#: Credentials whose journal fingerprint is kept (see MockServer._key_id).
+FINGERPRINTS_KEPT = 1024
 #: Fault stages that travel with the task a request creates (to its links and deliveries).
 CARRIED = frozenset({"task", "link", "delivery"})
 
@@ -156,19 +159,25 @@ class Call:
         if self.faults or task.faults:
             return make()
         request = self.request
-        key = (task.id, request.role, request.base_url, request.path, tuple(sorted(request.query.items())))
+        query = tuple(sorted(request.query.items())) if request.query else ()
+        key = (task.id, request.role, request.base_url, request.path, query)
         answers = self.server.answers
         kept = answers.get(key)
         if kept is None:
             response = make()
             if response.is_stream or response.action != "respond":
                 return response
-            kept = (response.status, tuple(response.headers.items()), bytes(response.body))  # type: ignore[arg-type]
+            body = bytes(response.body)  # type: ignore[arg-type]
+            # What the journal stores of it too: one string for every poll's entry.
+            text = body_text(body, response.headers.get("Content-Type"))
+            kept = (response.status, tuple(response.headers.items()), body, text)
             if len(answers) >= ANSWERS_KEPT:
                 del answers[next(iter(answers))]  # the oldest
             answers[key] = kept
-        status, headers, body = kept
-        return MockResponse(status, dict(headers), body)
+        status, headers, body, text = kept
+        answer = MockResponse(status, dict(headers), body)
+        answer.journal_text = (body, answer.headers.get("Content-Type"), text)
+        return answer
 
     def link_times(self, task: Task | None = None) -> tuple[float, float | None]:
         """(issued, expires) for a link made now: see :meth:`MockServer.link_times`."""
@@ -272,8 +281,10 @@ class MockServer:
             max_tasks=max_tasks or int(limits.get("max_tasks", 100_000)),
         )
         self.journal = Journal(journal_size)
+        self._fingerprints: dict[str, str | None] = {}  # credential header -> key_fingerprint()
+        self._fingerprinted_with = self.secret
         #: (task id, role, base URL, path, query) -> (status, headers, body) of a finished task's answer.
-        self.answers: dict[tuple[Any, ...], tuple[int, tuple[tuple[str, str], ...], bytes]] = {}
+        self.answers: dict[tuple[Any, ...], tuple[int, tuple[tuple[str, str], ...], bytes, str | None]] = {}
         run_faults = [f if isinstance(f, FaultSpec) else FaultSpec.parse(f) for f in faults]
         self.check_faults(run_faults, "a run fault (--fault)")
         self.faults = FaultPlan(run_faults)
@@ -285,6 +296,7 @@ class MockServer:
         self.provider: Provider = provider_class(self.provider_id)(self)
         self.routes = self.provider.routes()
         self.body_kinds = body_kinds(self.contract)  # operationId -> "json" | "multipart"
+        self.bodies = CheckedBodies()
         # The first role is the primary host: the one `serve` prints and the default for requests.
         self.roles = tuple(dict.fromkeys([*behaviour.hosts, *(r.role for r in self.routes)])) or ("api",)
         self._image_prefix = self.provider.image_prefix
@@ -420,6 +432,7 @@ class MockServer:
         """Forget tasks, journal, run faults and rate-limit state; keep the configuration."""
         self.tasks.clear()
         self.answers.clear()
+        self.bodies.clear()
         self.journal.clear()
         self.faults.clear()
         self.errors.clear()
@@ -520,7 +533,8 @@ class MockServer:
             response = MockResponse.json({"mock_error": str(exc)}, 400, {"X-Mock-Error": "bad-fault"})
             faults = []
         else:
-            exchange.faults = [str(f) for f in faults]
+            if faults:
+                exchange.faults = [str(f) for f in faults]
             try:
                 if wrong_method and not faults and request.method == "OPTIONS":
                     response = self.provider.options(request, self._allowed(request))
@@ -557,7 +571,12 @@ class MockServer:
             )
         else:
             assert isinstance(response.body, bytes | bytearray)
-            exchange.response_body = body_text(bytes(response.body), response.headers.get("Content-Type"))
+            known = response.journal_text
+            ctype = response.headers.get("Content-Type")
+            if known is not None and known[0] is response.body and known[1] == ctype:  # unchanged
+                exchange.response_body = known[2]
+            else:
+                exchange.response_body = body_text(bytes(response.body), ctype)
             exchange.duration_ms = (time.perf_counter() - started) * 1000
             exchange.complete = True
         self.journal.append(exchange)
@@ -568,7 +587,19 @@ class MockServer:
     def _key_id(self, request: MockRequest) -> str | None:
         auth = self.contract.behaviour.auth
         value = request.headers.get(auth.header)
-        return key_fingerprint(self.secret, auth.key_of(value) or value)
+        if value is None:
+            return None
+        # An HMAC per request costs more than the rest of the journal entry: each credential's
+        # fingerprint is made once (a few clients send a few keys; the cache is bounded).
+        if self._fingerprinted_with is not self.secret:  # the key changed (share() sets it)
+            self._fingerprints.clear()
+            self._fingerprinted_with = self.secret
+        known = self._fingerprints.get(value)
+        if known is None:
+            if len(self._fingerprints) >= FINGERPRINTS_KEPT:
+                self._fingerprints.clear()
+            known = self._fingerprints[value] = key_fingerprint(self.secret, auth.key_of(value) or value)
+        return known
 
     def _allowed(self, request: MockRequest) -> list[str]:
         return sorted({r.method for r in self.routes
@@ -599,7 +630,7 @@ class MockServer:
         for spec in faults:
             if spec.name == "latency":
                 await asyncio.sleep(spec.latency_seconds(self.rng))
-        names = {f.name for f in faults}
+        names = {f.name for f in faults} if faults else _NO_NAMES
         if "reset" in names:
             return MockResponse.reset()
         if operation == "downloadImage":
@@ -628,7 +659,12 @@ class MockServer:
             return provider.too_large(request, self.max_body)
         if request.timed_out:
             return provider.request_timeout(request)
-        checked = await self._read_body(request, route)
+        kind = self.body_kinds.get(route.operation or "")
+        checked: Body | None = None
+        if kind == "json":
+            checked = self.bodies.read(self.provider, self.contract, request, route.operation or "")
+        elif kind == "multipart":
+            checked = await read_multipart(request, route.operation or "")
         refused = provider.refuse(request, checked) if checked is not None else None
         if refused is not None:
             response = refused
@@ -641,15 +677,6 @@ class MockServer:
         if "malformed" in names:
             return provider.malformed(request)
         return response
-
-    async def _read_body(self, request: MockRequest, route: Route) -> Body | None:
-        """The body of an operation that takes one, parsed and checked (None for the others)."""
-        kind = self.body_kinds.get(route.operation or "")
-        if kind is None or route.operation is None:
-            return None
-        if kind == "multipart":
-            return await read_multipart(request, route.operation)
-        return read_json(self.provider, self.contract, request, route.operation)
 
     def _check_auth(self, request: MockRequest, operation: str | None) -> MockResponse | None:
         auth = self.contract.behaviour.auth

@@ -6,8 +6,10 @@ expiry, a different query, a reset. Time is driven by the manual clock.
 
 from __future__ import annotations
 
+import json
+
 from imagegen_conformance.mocks import MockServer
-from imagegen_conformance.mocks.engine import DriftSpec, apply_drift
+from imagegen_conformance.mocks.engine import DriftSpec, MockRequest, apply_drift, key_fingerprint
 
 AUTH = {"Authorization": "Bearer k"}
 CREATE = "/v2/ai/ep/images/generations"
@@ -95,3 +97,91 @@ async def test_fal_status_keeps_one_answer_per_query() -> None:
     assert len(server.answers) == 2  # the query is part of what is kept
     assert (await server.request("GET", status, headers=auth, query={"logs": "1"}, role="queue")).body \
         == with_logs.body
+
+
+# --- AceData polls by POST: the body is checked once, the answer still follows the task -----
+
+ACE_AUTH = {"Authorization": "Bearer k"}
+
+
+async def _ace_finished(server: MockServer) -> str:
+    created = await server.request("POST", "/flux/images", headers=ACE_AUTH, json={
+        "action": "generate", "prompt": "a fox", "model": "flux-dev", "size": "1024x1024", "async": True})
+    assert created.status == 200, created.body
+    server.clock.advance(600)  # type: ignore[attr-defined]
+    task_id: str = created.json_body()["task_id"]
+    return task_id
+
+
+async def test_acedata_polls_by_post_are_the_same_answer_counted_and_journalled() -> None:
+    server = MockServer("acedata", clock="manual", seed=1)
+    task_id = await _ace_finished(server)
+    retrieve = {"action": "retrieve", "id": task_id}
+    first = await server.request("POST", "/flux/tasks", json=retrieve, headers=ACE_AUTH)
+    again = await server.request("POST", "/flux/tasks", json=retrieve, headers=ACE_AUTH)
+    assert first.status == again.status == 200 and again.body == first.body
+    assert first.json_body()["response"]["success"] is True
+    assert server.tasks.get(task_id).polls == 2  # type: ignore[union-attr]
+    polls = server.journal.entries()[-2:]
+    assert [e.response_body for e in polls] == [first.body.decode()] * 2  # type: ignore[union-attr]
+    assert [e.request_body for e in polls] == [json.dumps(retrieve, ensure_ascii=False)] * 2
+
+
+async def test_acedata_a_bad_poll_body_is_refused_every_time_and_a_good_one_never_is() -> None:
+    server = MockServer("acedata", clock="manual", seed=1)
+    task_id = await _ace_finished(server)
+    for _ in range(2):
+        bad = await server.request("POST", "/flux/tasks", json={"action": "retrieve", "id": 5},
+                                   headers=ACE_AUTH)
+        assert bad.status == 400 and bad.json_body()["error"]["code"] == "bad_request"
+    unknown = {"action": "retrieve", "id": "no-such-task"}
+    for _ in range(2):
+        assert (await server.request("POST", "/flux/tasks", json=unknown, headers=ACE_AUTH)).status == 404
+    good = {"action": "retrieve", "id": task_id}
+    assert (await server.request("POST", "/flux/tasks", json=good, headers=ACE_AUTH)).status == 200
+    # The same bytes after the task expired: 404, the body's check being kept changes nothing.
+    server.clock.advance(server.contract.behaviour.retention.task + 10)  # type: ignore[attr-defined, operator]
+    assert (await server.request("POST", "/flux/tasks", json=good, headers=ACE_AUTH)).status == 404
+
+
+async def test_acedata_a_fault_on_a_post_poll_is_answered_not_the_kept_answer() -> None:
+    server = MockServer("acedata", clock="manual", seed=1)
+    task_id = await _ace_finished(server)
+    retrieve = {"action": "retrieve", "id": task_id}
+    kept = await server.request("POST", "/flux/tasks", json=retrieve, headers=ACE_AUTH)
+    failed = await server.request("POST", "/flux/tasks", json=retrieve,
+                                  headers={**ACE_AUTH, "X-Mock-Fault": "http:503"})
+    assert failed.status == 503
+    assert server.journal.entries()[-1].response_body == failed.body.decode()  # type: ignore[union-attr]
+    assert (await server.request("POST", "/flux/tasks", json=retrieve, headers=ACE_AUTH)).body == kept.body
+
+
+def test_a_checked_body_is_a_fresh_copy_for_every_request() -> None:
+    server = MockServer("acedata", clock="manual", seed=1)
+    raw = json.dumps({"action": "retrieve", "id": "t1"}).encode()
+
+    def read() -> dict[str, object]:
+        request = MockRequest.build("POST", "/flux/tasks", body=raw,
+                                    headers={"Content-Type": "application/json"})
+        body = server.bodies.read(server.provider, server.contract, request, "retrieveFluxTasks")
+        assert body.ok and body.data is not None
+        return body.data
+
+    first = read()
+    first["id"] = "changed by a handler"
+    assert read() == {"action": "retrieve", "id": "t1"}
+    nested = MockRequest.build("POST", "/flux/tasks", body=b'{"action": "retrieve", "ids": ["a"]}')
+    server.bodies.read(server.provider, server.contract, nested, "retrieveFluxTasks")
+    assert len(server.bodies._kept) == 1  # a body holding a list is never kept
+
+
+async def test_the_journal_names_each_credential_and_follows_a_new_signing_key() -> None:
+    server = MockServer("cloudsway", clock="manual", seed=1)
+    for key in ("one", "two", "one"):
+        await server.request("GET", "/v2/ai/ep/images/tasks/x", headers={"Authorization": f"Bearer {key}"})
+    ids = [e.key_id for e in server.journal.entries()]
+    assert ids[0] == ids[2] != ids[1] and all(i and i.startswith("key-") for i in ids)
+    assert key_fingerprint(server.secret, "one") == ids[0]
+    server.secret = bytes(32)  # share() takes the key every worker uses
+    await server.request("GET", "/v2/ai/ep/images/tasks/x", headers={"Authorization": "Bearer one"})
+    assert server.journal.entries()[-1].key_id == key_fingerprint(bytes(32), "one") != ids[0]
