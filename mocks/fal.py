@@ -110,10 +110,11 @@ class FalProvider(Provider):
         # [V-3p] the queue accepts any body: invalid input fails at the result with a 422.
         inputs, problems = self._inputs(call.checked)
         webhook = request.query.get("fal_webhook")
-        task = self._new_request(call, "queue", inputs, problems, webhook=webhook)
+        task = await self._new_request(call, "queue", inputs, problems, webhook=webhook)
         key = self.contract.behaviour.auth.key_of(request.headers.get("Authorization"))
         task.data["user_id"] = _user_id(key)
-        body = self._status_body(request, task, QUEUED, call.now, logs=False)
+        body = self._status_body(request, task, QUEUED, call.now, logs=False,
+                                 position=await self._position(task, call.now))
         if webhook:
             body["gateway_request_id"] = task.id  # [V] the docs show it with fal_webhook
         return MockResponse.json(body, 200, {"x-fal-request-id": task.id})
@@ -125,14 +126,17 @@ class FalProvider(Provider):
             return self._unknown(request)
         now = call.now
         if self.server.lifecycle == "polls":
-            self._poll_step(task, now)
+            await self._poll_step(task, now)
         state = task.state(now)
         if state == DONE:  # a completed request's status never changes again
             return call.answer_once(task, lambda: self._status_answer(request, task, state, now))
-        return self._status_answer(request, task, state, now)
+        position = await self._position(task, now) if state == QUEUED else None
+        return self._status_answer(request, task, state, now, position)
 
-    def _status_answer(self, request: MockRequest, task: Task, state: str, now: float) -> MockResponse:
-        body = self._status_body(request, task, state, now, logs=_truthy(request.query.get("logs")))
+    def _status_answer(self, request: MockRequest, task: Task, state: str, now: float,
+                       position: int | None = None) -> MockResponse:
+        body = self._status_body(request, task, state, now, logs=_truthy(request.query.get("logs")),
+                                 position=position)
         # [V] 202 while queued or running, 200 once completed.
         return MockResponse.json(body, 200 if state == DONE else 202, {"x-fal-request-id": task.id})
 
@@ -156,7 +160,8 @@ class FalProvider(Provider):
         headers = {"x-fal-request-id": task.id}
         if state != DONE:
             if self.option("in_progress_result") == "202":
-                body = self._status_body(request, task, state, now, logs=False)
+                position = await self._position(task, now) if state == QUEUED else None
+                body = self._status_body(request, task, state, now, logs=False, position=position)
                 return MockResponse.json(body, 202, headers)
             return MockResponse.json({"detail": "Request is still in progress"}, 400, headers)
         status, answer, extra = self._answer(task, request.base_url, call)
@@ -179,7 +184,13 @@ class FalProvider(Provider):
         if state == QUEUED or self.option("cancel_in_progress") == "stops":
             task.data["cancelled"] = True
             task.end(DONE, now)
-            self._reschedule(now)
+            shared = self.server.shared
+            if shared is not None:
+                # It leaves every worker's line; the starts fixed behind it stay as they are
+                # (its runner is free at the end it was given).
+                await shared.runners().cancel(task.id, task.data["seq"])
+            else:
+                self._reschedule(now)
             self._on_done(task)
         if state == QUEUED and self.option("cancel_queued") == "ok":
             # [V] docs: "fal removed the request from the queue", status OK ([I] HTTP 200).
@@ -191,7 +202,7 @@ class FalProvider(Provider):
     @route("POST", "/fal-ai/flux-1/dev", operation="runSync", role="run")
     async def run(self, request: MockRequest, call: Call) -> MockResponse:
         inputs, problems = self._inputs(call.checked)  # refuse() answered the invalid ones
-        task = self._new_request(call, "sync", inputs, problems)
+        task = await self._new_request(call, "sync", inputs, problems)
         if self.server.lifecycle == "polls":
             task.polls = int(sum(task.polls_needed))  # deterministic runs: answer at once
         else:
@@ -208,7 +219,7 @@ class FalProvider(Provider):
     async def run_stream(self, request: MockRequest, call: Call) -> MockResponse:
         """[V] fal.run/<app>/stream: text/event-stream of partial results, then the output."""
         inputs, problems = self._inputs(call.checked)  # refuse() answered the invalid ones
-        task = self._new_request(call, "sync", inputs, problems)
+        task = await self._new_request(call, "sync", inputs, problems)
         return MockResponse.stream(
             self._partials(request, task, call), "text/event-stream",
             headers={"x-fal-request-id": task.id},
@@ -375,7 +386,7 @@ class FalProvider(Provider):
 
     # --- requests and runners ----------------------------------------------------------
 
-    def _new_request(
+    async def _new_request(
         self, call: Call, kind: str, inputs: dict[str, Any] | None, problems: list[dict[str, Any]],
         *, webhook: str | None = None,
     ) -> Task:
@@ -409,13 +420,42 @@ class FalProvider(Provider):
             data, phases=[(QUEUED, dispatch), (RUNNING, run)], polls=[p.polls for p in lifecycle.phases],
         )  # StoreFull -> the engine answers overloaded()
         data["run"] = task.durations[-1]
-        if self._prune(call.now):
-            self._reschedule(call.now)
-        self._order.append(task)
-        if self.server.lifecycle == "time":
-            self._schedule(task, now=call.now)
+        if self.server.shared is not None:
+            await self._enqueue_shared(task, call.now)
+        else:
+            if self._prune(call.now):
+                self._reschedule(call.now)
+            self._order.append(task)
+            if self.server.lifecycle == "time":
+                self._schedule(task, now=call.now)
         self._arm_webhook(task)
         return task
+
+    async def _enqueue_shared(self, task: Task, now: float) -> None:
+        """Take a place in the line every worker shares (a shared store): the same rules as
+        the worker's own queue, kept in Redis."""
+        shared = self.server.shared
+        assert shared is not None
+        queue, data = shared.runners(), task.data
+        if self.server.lifecycle != "time":
+            data["seq"], _ = await queue.enqueue(queued=data["kind"] == "queue")
+            return
+        retention = self.contract.behaviour.retention.task
+        data["seq"], start, timed_out, _ = await queue.schedule(
+            created=task.created_at, ready_at=task.created_at + data["dispatch"], run=data["run"],
+            timeout=data["timeout"], runners=self._runners(), now=now,
+            # an endless run holds its runner until the store forgets it (as the worker's queue)
+            hold_until=task.created_at + (retention if retention is not None else math.inf))
+        self._apply_start(task, start, timed_out)
+
+    async def _position(self, task: Task, now: float) -> int:
+        """queue_position: from the worker's own queue, or the one a shared store holds."""
+        shared = self.server.shared
+        if shared is None:
+            return self._queue_position(task, now)
+        if self.server.lifecycle == "time":
+            return await shared.runners().position(task.data["seq"], now)
+        return await shared.runners().queued_ahead(task.data["seq"])
 
     def _runners(self) -> int | None:
         value = self.option("runners")
@@ -430,18 +470,11 @@ class FalProvider(Provider):
             while len(self._free) < runners:
                 heapq.heappush(self._free, -math.inf)
             start = max(start, self._free[0])
-        data["start"] = start
         timeout = data["timeout"]
-        data["timed_out"] = timeout is not None and start - task.created_at > timeout
+        self._apply_start(task, start, timeout is not None and start - task.created_at > timeout)
         if data["timed_out"]:
-            # It never starts: it ends COMPLETED with request_timeout and holds no runner.
-            task.states, task.durations, task.polls_needed = (QUEUED,), (timeout,), task.polls_needed[:1]
             self._timeouts.append(task)
             return
-        task.states, task.durations = (QUEUED, RUNNING), (start - task.created_at, data["run"])
-        lifecycle = self.contract.behaviour.lifecycle
-        assert lifecycle is not None
-        task.polls_needed = tuple(p.polls for p in lifecycle.phases)
         if runners is not None:
             heapq.heapreplace(self._free, start + data["run"])
         self._last_start = start
@@ -449,6 +482,20 @@ class FalProvider(Provider):
         started = bisect.bisect_right(self._starts, (now, math.inf))
         if started > 4096:
             del self._starts[:started]  # they will never be counted as queued again
+
+    def _apply_start(self, task: Task, start: float, timed_out: bool) -> None:
+        """Fix a request's timeline: queued until ``start``, then its run (or its timeout)."""
+        data = task.data
+        data["start"], data["timed_out"] = start, timed_out
+        if timed_out:
+            # It never starts: it ends COMPLETED with request_timeout and holds no runner.
+            task.states, task.durations = (QUEUED,), (data["timeout"],)
+            task.polls_needed = task.polls_needed[:1]
+            return
+        task.states, task.durations = (QUEUED, RUNNING), (start - task.created_at, data["run"])
+        lifecycle = self.contract.behaviour.lifecycle
+        assert lifecycle is not None
+        task.polls_needed = tuple(p.polls for p in lifecycle.phases)
 
     def _reschedule(self, now: float) -> None:
         """A cancel freed a slot: recompute the waits of every request not yet started."""
@@ -499,19 +546,28 @@ class FalProvider(Provider):
             self._timeouts = [t for t in self._timeouts if t.finished_at(now) is None]
         return freed
 
-    def _poll_step(self, task: Task, now: float) -> None:
+    async def _poll_step(self, task: Task, now: float) -> None:
         """--lifecycle polls: one poll, one step; leaving the queue needs a free runner."""
         runners = self._runners()
-        if (
-            task.state(now) == QUEUED
-            and task.polls + 1 >= task.polls_needed[0]
-            and runners is not None
-            and sum(1 for t in self._order if t.state(now) == RUNNING) >= runners
+        shared = self.server.shared
+        leaving = task.state(now) == QUEUED and task.polls + 1 >= task.polls_needed[0]
+        if shared is not None:
+            # Every worker's requests share the runners: the one that leaves the queue takes one.
+            retention = self.contract.behaviour.retention.task
+            if leaving and not await shared.runners().take(
+                task.id, task.data["seq"], runners=runners, now=now,
+                expiry=now + (retention if retention is not None else math.inf),
+            ):
+                return
+        elif leaving and runners is not None and (
+            sum(1 for t in self._order if t.state(now) == RUNNING) >= runners
         ):
             return
         was = task.state(now)
         task.poll(now)
         if was != DONE and task.state(now) == DONE:
+            if shared is not None:
+                await shared.runners().release(task.id)
             self._on_done(task)
 
     def _queue_position(self, task: Task, now: float) -> int:
@@ -559,7 +615,8 @@ class FalProvider(Provider):
     # --- bodies ------------------------------------------------------------------------
 
     def _status_body(
-        self, request: MockRequest, task: Task, state: str, now: float, *, logs: bool
+        self, request: MockRequest, task: Task, state: str, now: float, *, logs: bool,
+        position: int | None = None,
     ) -> dict[str, Any]:
         base = f"{request.base_url}{APP}/requests/{task.id}"
         body: dict[str, Any] = {
@@ -572,8 +629,8 @@ class FalProvider(Provider):
             "logs": self._logs(task, state, now) if logs else None,
             "metrics": {},
         }
-        if state == QUEUED:
-            body["queue_position"] = self._queue_position(task, now)
+        if state == QUEUED:  # ``position``: counted by the caller (a shared store's queue)
+            body["queue_position"] = self._queue_position(task, now) if position is None else position
         elif state == DONE:
             outcome = self._outcome(task)
             ran = outcome in ("ok", "failed")
@@ -678,9 +735,10 @@ class FalProvider(Provider):
         while True:
             now = clock.now()
             if self.server.lifecycle == "polls" and last is not None:
-                self._poll_step(task, now)  # with --lifecycle polls each event counts as a poll
+                await self._poll_step(task, now)  # with --lifecycle polls each event counts as a poll
             state = task.state(now)
-            body = self._status_body(request, task, state, now, logs=logs)
+            position = await self._position(task, now) if state == QUEUED else None
+            body = self._status_body(request, task, state, now, logs=logs, position=position)
             fresh: list[dict[str, Any]] = []
             if logs:
                 fresh = body["logs"][sent:]
@@ -698,16 +756,21 @@ class FalProvider(Provider):
             # Until the next state change, log line or start ahead (read again after each wait:
             # a cancel ahead of this request moves them), or until the state changed some other
             # way (a cancel).
-            waiting = pings.until(partial(self._next_event_after, task, now, sent if logs else None),
+            ahead = await self._shared_start_ahead(task, now)
+            waiting = pings.until(partial(self._next_event_after, task, now, sent if logs else None,
+                                          ahead),
                                   stop=partial(self._state_is_not, task, state))
             async with aclosing(waiting):
                 async for _ in waiting:
                     yield sse_comment("ping")
 
-    def _next_event_after(self, task: Task, floor: float, sent: int | None) -> float:
+    def _next_event_after(self, task: Task, floor: float, sent: int | None,
+                          ahead: float | None = None) -> float:
         """When the stream next has something to say: a state change, the next log line (when
-        ``sent`` lines went out), or a start ahead in the queue (at least 1 ms after ``floor``)."""
-        at = min(self._next_change(task, floor), self._next_start_ahead(task, floor),
+        ``sent`` lines went out), or a start ahead in the queue (at least 1 ms after ``floor``;
+        ``ahead``: that start, read from a shared store)."""
+        start_ahead = self._next_start_ahead(task, floor) if ahead is None else ahead
+        at = min(self._next_change(task, floor), start_ahead,
                  math.inf if sent is None else self._next_line(task, floor, sent))
         return max(at, floor + 0.001)
 
@@ -732,6 +795,16 @@ class FalProvider(Provider):
         if k > steps:
             return math.inf
         return task.created_at + task.durations[0] + float(task.data["run"]) * k / steps
+
+    async def _shared_start_ahead(self, task: Task, now: float) -> float | None:
+        """With a shared store: when the next request ahead of a queued one starts (None: the
+        worker's own queue knows)."""
+        shared = self.server.shared
+        if shared is None:
+            return None
+        if task.state(now) != QUEUED or self.server.lifecycle != "time" or task.data["timed_out"]:
+            return math.inf
+        return await shared.runners().next_start_ahead(task.data["seq"], now)
 
     def _next_start_ahead(self, task: Task, now: float) -> float:
         """When the next request ahead of a queued one starts (its queue_position drops)."""

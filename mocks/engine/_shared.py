@@ -58,6 +58,7 @@ from ._http import MockRequest, MockResponse
 from ._journal import Exchange, Journal
 from ._ratelimit import RateLimiter
 from ._redact import redact_url
+from ._runners import SharedRunners
 from ._store_redis import SESSION, RedisTaskStore, Session, current
 
 if TYPE_CHECKING:
@@ -289,11 +290,19 @@ class Shared:
         self._generation: int | None = None
         self._poller: asyncio.Task[None] | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._queues: dict[str, SharedRunners] = {}
         self._down_since: float | None = None
         self._closing = False
         self.journal_size = server.journal._entries.maxlen or 10_000
         self.public_url = redact_url(url)
         self.worker: int | str = os.getpid()  # `serve --workers` numbers them from 1
+
+    def runners(self, name: str = "runners") -> SharedRunners:
+        """The runner queue ``name`` of this mock, in Redis (fal's, with ``--workers``)."""
+        queue = self._queues.get(name)
+        if queue is None:
+            queue = self._queues[name] = SharedRunners(self.client, f"{self.keys.prefix}q:{name}:")
+        return queue
 
     # --- set-up -------------------------------------------------------------------------
 

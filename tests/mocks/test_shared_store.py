@@ -394,3 +394,73 @@ async def test_the_store_bound_counts_the_tasks_of_every_worker(pair: Pair, redi
 
 def refused_request(server: MockServer) -> MockRequest:
     return MockRequest.build("POST", CREATE, role=server.roles[0])
+
+
+# --- fal: one runner queue for every worker ---------------------------------------------
+
+FAL = {"Authorization": "Key k"}
+
+
+async def fal_submit(server: MockServer, prompt: str, **headers: str) -> Any:
+    r = await server.request("POST", "/fal-ai/flux-1/dev", json={"prompt": prompt},
+                             headers={**FAL, **headers}, role="queue")
+    assert r.status == 200, r.body
+    return body(r)
+
+
+async def fal_status(server: MockServer, request_id: str) -> Any:
+    return body(await server.request("GET", f"/fal-ai/flux-1/requests/{request_id}/status",
+                                     headers=FAL, role="queue"))
+
+
+async def test_fal_runners_and_queue_positions_hold_across_workers(pair: Pair) -> None:
+    a, b = await pair("fal", clock="manual", seed=4, options={"runners": "2"})
+    submitted = [await fal_submit((a, b)[i % 2], f"p{i}") for i in range(8)]
+    ids = [s["request_id"] for s in submitted]
+    # At submit, everyone ahead is still queued, whichever worker took them.
+    assert [s["queue_position"] for s in submitted] == list(range(8))
+    positions: dict[str, list[int]] = {rid: [] for rid in ids}
+    most_running = 0
+    for step in range(120):
+        seen = [await fal_status((a, b)[(step + i) % 2], rid) for i, rid in enumerate(ids)]
+        running = sum(1 for s in seen if s["status"] == "IN_PROGRESS")
+        most_running = max(most_running, running)
+        queued = [s for s in seen if s["status"] == "IN_QUEUE"]
+        for s in queued:
+            positions[s["request_id"]].append(s["queue_position"])
+        # Exactly the earlier requests still queued are ahead (first in, first out).
+        assert sorted(s["queue_position"] for s in queued) == list(range(len(queued)))
+        if all(s["status"] == "COMPLETED" for s in seen):
+            break
+        await (a, b)[step % 2].request("POST", "/__mock/clock/advance", json={"seconds": 0.5})
+    else:
+        raise AssertionError("the requests did not complete")
+    assert most_running == 2  # the bound is reached, never passed, over both workers
+    for rid, seen_positions in positions.items():
+        assert seen_positions == sorted(seen_positions, reverse=True), rid
+
+
+async def test_fal_cancel_through_one_leaves_the_line_of_both(pair: Pair) -> None:
+    a, b = await pair("fal", clock="manual", seed=4, options={"runners": "1"})
+    ids = [(await fal_submit((a, b)[i % 2], f"p{i}"))["request_id"] for i in range(4)]
+    assert (await fal_status(a, ids[3]))["queue_position"] == 3
+    cancelled = await b.request("PUT", f"/fal-ai/flux-1/requests/{ids[2]}/cancel", headers=FAL,
+                                role="queue")
+    assert cancelled.status in (200, 202)
+    assert (await fal_status(a, ids[3]))["queue_position"] == 2
+    assert (await fal_status(a, ids[2]))["status"] == "COMPLETED"
+
+
+async def test_fal_polls_lifecycle_takes_one_runner_across_workers(pair: Pair) -> None:
+    a, b = await pair("fal", clock="manual", lifecycle="polls", options={"runners": "1"})
+    first = (await fal_submit(a, "one"))["request_id"]
+    second = await fal_submit(b, "two")
+    assert second["queue_position"] == 1
+    assert [(await fal_status(a, first))["status"] for _ in range(2)] == ["IN_QUEUE", "IN_PROGRESS"]
+    # The second has had its polls (through the other worker) but the only runner is busy.
+    for _ in range(3):
+        seen = await fal_status(b, second["request_id"])
+        assert (seen["status"], seen["queue_position"]) == ("IN_QUEUE", 0)
+    assert [(await fal_status(b, first))["status"] for _ in range(3)] == [
+        "IN_PROGRESS", "IN_PROGRESS", "COMPLETED"]
+    assert (await fal_status(a, second["request_id"]))["status"] == "IN_PROGRESS"
