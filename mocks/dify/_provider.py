@@ -15,12 +15,21 @@ from typing import Any
 from imagegen_conformance.contracts import SchemaIssue
 
 from ..engine import Body, Call, MockRequest, MockResponse, Route, render, route
-from ._runs import SSE_TYPE, DifyRuns, end_user
+from ._runs import SSE_TYPE, DifyRuns, dify_json, end_user
 
 __all__ = ["DifyProvider"]
 
 # [V] werkzeug's own description, sent when the body is not JSON.
 _BAD_JSON = "The browser (or proxy) sent a request that this server could not understand."
+# [V] flask-restful reqparse: a required argument of location="json" that is not there.
+_MISSING = "Missing required parameter in the JSON body"
+
+
+def restful(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> MockResponse:
+    """A flask-restful resource's answer (and its error handler's): [V] output_json writes
+    ``json.dumps(data) + "\\n"`` as application/json."""
+    return MockResponse(status, {"Content-Type": "application/json", **(headers or {})},
+                        dify_json(data) + b"\n")
 
 
 class DifyProvider(DifyRuns):
@@ -44,7 +53,8 @@ class DifyProvider(DifyRuns):
         body = call.body  # checked by the engine with refuse() below
         user = body["user"]
         try:
-            inputs = self.workflow.validate_inputs(body["inputs"])
+            # reqparse's type=dict has made an object of it (refuse() checked that it can)
+            inputs = self.workflow.validate_inputs(dict(body["inputs"]))
         except ValueError as exc:
             return self.error(request, 400, "invalid_param", str(exc))
         streaming = body.get("response_mode") == "streaming"
@@ -63,7 +73,7 @@ class DifyProvider(DifyRuns):
         )
         if task is not None and stoppable:
             self._stop_run(task, call.now)
-        return MockResponse.json({"result": "success"})
+        return restful({"result": "success"})
 
     @route("GET", "/v1/workflows/run/{workflow_run_id}", operation="getWorkflowRun")
     async def run_detail(self, request: MockRequest, call: Call) -> MockResponse:
@@ -72,7 +82,7 @@ class DifyProvider(DifyRuns):
             return self.error(request, 404, "not_found", "Workflow run not found.")
         now = call.now
         summary = self._summary(request, task, now)
-        return MockResponse.json({
+        return restful({
             "id": task.id,
             "workflow_id": task.data["workflow"].id,
             "status": summary["status"],
@@ -90,7 +100,7 @@ class DifyProvider(DifyRuns):
     async def parameters(self, request: MockRequest, call: Call) -> MockResponse:
         wf = self.workflow
         off = {"enabled": False}
-        return MockResponse.json({
+        body: dict[str, Any] = {
             "opening_statement": "",
             "suggested_questions": [],
             "suggested_questions_after_answer": off,
@@ -106,7 +116,45 @@ class DifyProvider(DifyRuns):
                 "file_size_limit": 15, "image_file_size_limit": 10, "audio_file_size_limit": 50,
                 "video_file_size_limit": 100, "workflow_file_upload_limit": 10,
             },
-        })
+        }
+        if self._seed_release:
+            # [V] the seed-era AppParameterApi marshals in this order, and its system_parameters
+            # is image_file_size_limit alone, a fields.String of UPLOAD_IMAGE_FILE_SIZE_LIMIT.
+            order = ("opening_statement", "suggested_questions", "suggested_questions_after_answer",
+                     "speech_to_text", "text_to_speech", "retriever_resource", "annotation_reply",
+                     "more_like_this", "user_input_form", "sensitive_word_avoidance", "file_upload")
+            body = {k: body[k] for k in order}
+            body["system_parameters"] = {"image_file_size_limit": "10"}
+        return restful(body)
+
+    @route("GET", "/v1/info", operation="getAppInfo")
+    async def info(self, request: MockRequest, call: Call) -> MockResponse:
+        """[V] service_api/app/app.py AppInfoApi, from the workflow file: name and description;
+        later releases add tags, mode and author_name."""
+        wf = self.workflow
+        body: dict[str, Any] = {"name": wf.name, "description": wf.description}
+        if not self._seed_release:
+            body.update({"tags": list(wf.tags), "mode": "workflow", "author_name": wf.author_name})
+        return restful(body)
+
+    @route("GET", "/v1/meta", operation="getAppMeta")
+    async def meta(self, request: MockRequest, call: Call) -> MockResponse:
+        """[V] AppMetaApi (AppService.get_app_meta): each tool node's icon by its tool_name; a
+        built-in provider's is CONSOLE_API_URL (empty when self-hosted: a relative link) +
+        /console/api/workspaces/current/tool-provider/builtin/{provider_id}/icon."""
+        icons: dict[str, Any] = {}
+        for node in self.workflow.nodes:
+            tool = node.tool or {}
+            if node.type != "tool" or not tool.get("tool_name"):
+                continue
+            if tool.get("provider_type") == "builtin":
+                icons[str(tool["tool_name"])] = (
+                    f"/console/api/workspaces/current/tool-provider/builtin/{tool['provider_id']}/icon"
+                )
+            elif tool.get("provider_type") == "api":  # [V] the provider's icon, else this default
+                icons[str(tool["tool_name"])] = tool.get("icon") or {
+                    "background": "#252525", "content": "\U0001f601"}
+        return restful({"tool_icons": icons})
 
     @route("POST", "/v1/files/upload", operation="uploadFile")
     async def upload(self, request: MockRequest, call: Call) -> MockResponse:
@@ -150,7 +198,7 @@ class DifyProvider(DifyRuns):
             "file_key": f"upload_files/{self.workflow.tenant_id}/{file_id}.{extension}",
         }
         self._remember_upload(file_id, meta, data)
-        return MockResponse.json(meta, 201)
+        return restful(meta, 201)
 
     @route("GET", "/files/tools/{file_id}.{ext}", operation="getToolFile", auth=False)
     async def tool_file(self, request: MockRequest, call: Call) -> MockResponse:
@@ -185,7 +233,16 @@ class DifyProvider(DifyRuns):
         if message is None:
             known = self._codes.get(str(code))
             message = str(known["message"]) if known else spec.message
-        return MockResponse.json({"code": code, "message": message, "status": status}, status, headers)
+        return restful({"code": code, "message": message, "status": status}, status, headers)
+
+    def param_error(self, request: MockRequest, param: str, message: str) -> MockResponse:
+        """[V] libs/external_api.py: a reqparse refusal ``{argument: reason}`` becomes
+        ``{"code": "invalid_param", "message": reason, "params": argument}``; later releases
+        add ``"status": 400``."""
+        body: dict[str, Any] = {"code": "invalid_param", "message": message, "params": param}
+        if not self._seed_release:
+            body["status"] = 400
+        return restful(body, 400)
 
     def auth_error(self, request: MockRequest, reason: str) -> MockResponse:
         messages = {  # [V] wraps.py, except "invalid" [I]
@@ -257,18 +314,17 @@ class DifyProvider(DifyRuns):
         if not isinstance(user, str) or not user:
             return self.error(request, 400, "invalid_param", "Arg user must be provided.")  # [V]
         if body.operation == "runWorkflow":
+            refused = _reqparse(body.data)
+            if refused is not None:
+                return self.param_error(request, *refused)
             problem = self._check_run_body(body.data, body.issues)
             if problem is not None:
                 return self.error(request, 400, "invalid_param", problem)
         return None
 
     def _check_run_body(self, body: Mapping[str, Any], issues: list[SchemaIssue]) -> str | None:
-        """The first problem of a run request after ``user``, in words a client can act on."""
-        if not isinstance(body.get("inputs"), dict):
-            return "inputs is required and must be an object"
-        mode = body.get("response_mode")
-        if mode is not None and mode not in ("blocking", "streaming"):
-            return f"response_mode must be 'blocking' or 'streaming', got {mode!r}"
+        """The first problem of a run request after ``user`` and reqparse, in words a client
+        can act on ([I] the mock's wording for what Dify's file factory refuses)."""
         # inputs are checked against the running workflow's own form, in Dify's words, later.
         issues = [i for i in issues if not i.path.startswith("$.inputs")]
         if issues:
@@ -308,6 +364,35 @@ class DifyProvider(DifyRuns):
         if route.operation in ("getToolFile", "getUploadFilePreview"):
             return []  # files, not runs
         return super().task_ids(request, route)
+
+
+def _reqparse(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(argument, message) of the first argument the run's reqparse refuses, or None.
+
+    [V] workflow.py: inputs type=dict required nullable=False, files type=list, response_mode
+    type=str choices blocking|streaming, all location="json", in that order; [V] flask-restful's
+    messages: the missing one, "Must not be null!", the type's own error (the mock calls the
+    same type), "<value> is not a valid choice".
+    """
+    if "inputs" not in body:
+        return "inputs", _MISSING
+    if body["inputs"] is None:
+        return "inputs", "Must not be null!"
+    try:
+        dict(body["inputs"])
+    except (TypeError, ValueError) as exc:
+        return "inputs", str(exc)
+    if body.get("files") is not None:
+        try:
+            list(body["files"])
+        except TypeError as exc:
+            return "files", str(exc)
+    if "response_mode" in body:
+        mode = body["response_mode"]
+        value = None if mode is None else str(mode)  # a null passes type=str as None
+        if value not in ("blocking", "streaming"):
+            return "response_mode", f"{value} is not a valid choice"
+    return None
 
 
 def _allow(methods: list[str]) -> str:

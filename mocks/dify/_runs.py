@@ -11,6 +11,7 @@ node; nothing runs in the background. A blocking answer waits on the clock until
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 import os
@@ -22,16 +23,33 @@ from dataclasses import astuple
 from functools import partial
 from typing import Any
 
-from ..engine import Call, ImageSpec, MockRequest, MockResponse, Pings, Provider, Shelf, Task, sse_event
+from ..engine import Call, ImageSpec, MockRequest, MockResponse, Pings, Provider, Shelf, Task, render
 from ._workflow import Node, Workflow
 
-__all__ = ["PING", "SSE_TYPE", "DifyRuns", "end_user"]
+__all__ = ["PING", "SSE_TYPE", "DifyRuns", "dify_event", "dify_json", "end_user"]
 
 SSE_TYPE = "text/event-stream; charset=utf-8"  # [V] Flask appends the charset
 PING = b"event: ping\n\n"  # [V] the bare keep-alive line, no data
-_STREAM_ERROR = "Internal Server Error, please contact support."  # [I] generic error event text
+_STREAM_ERROR = "Internal Server Error, please contact support."  # [V] the converter's fallback text
+# [V] base_app_generate_response_converter._error_to_stream_response: the errors a stream names
+# by their own code (all 400); any other failure is written as internal_server_error, 500.
+_STREAM_CODES = frozenset({
+    "invalid_param", "provider_not_initialize", "provider_quota_exceeded",
+    "model_currently_not_support", "completion_request_error",
+})
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")  # a signed link's Unix time, ASCII digits only
 _CLOCK_SKEW = 60  # seconds a link's timestamp may lie ahead of the mock's clock
+
+
+def dify_json(data: Any) -> bytes:
+    """JSON as Dify writes it: ``json.dumps`` defaults ([V] libs/helper.py and the event
+    stream), so non-ASCII text is ``\\uXXXX`` and the separators are ", " and ": "."""
+    return json.dumps(data).encode()
+
+
+def dify_event(data: Any) -> bytes:
+    """One event as Dify's generator writes it: ``data: <json.dumps>`` and a blank line [V]."""
+    return b"data: " + dify_json(data) + b"\n\n"
 
 
 class DifyRuns(Provider):
@@ -48,6 +66,8 @@ class DifyRuns(Provider):
         self._runs_by_task: Shelf = server.shelf(  # task_id -> workflow_run_id
             "runs", limit=int(self.contract.behaviour.limits.get("max_tasks", 100_000)))
         self._workflows = {self.workflow.id: self.workflow}  # every workflow a run may hold
+        # The app's run numbers (sequence_number): this process's, not shared by workers.
+        self._sequence = itertools.count(1)
         # Futures of the blocking answers and streams now waiting on a run: stop wakes them.
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
 
@@ -85,6 +105,7 @@ class DifyRuns(Provider):
     def _forget_runs(self) -> None:
         self._files.clear()
         self._runs_by_task.clear()
+        self._sequence = itertools.count(1)
 
     # --- runs ------------------------------------------------------------------------
 
@@ -104,6 +125,7 @@ class DifyRuns(Provider):
             "execution_ids": [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in nodes],
             "files": {},
             "workflow": self.workflow,  # the run keeps its workflow if another is loaded later
+            "sequence_number": next(self._sequence),  # [V] the seed's release numbers an app's runs
         }
         # Runs are time-driven whatever --lifecycle says: blocking answers and streams wait on them.
         task = call.new_task(
@@ -162,22 +184,24 @@ class DifyRuns(Provider):
             )
         keys = ("id", "workflow_id", "status", "outputs", "error", "elapsed_time", "total_tokens",
                 "total_steps", "created_at", "finished_at")
-        return MockResponse.json({
-            "task_id": task.data["task_id"],
-            "workflow_run_id": task.id,
-            "data": {k: summary[k] for k in keys},
-        })
+        body = {"task_id": task.data["task_id"], "workflow_run_id": task.id,
+                "data": {k: summary[k] for k in keys}}
+        # [V] libs/helper.py compact_generate_response: json.dumps, no newline; mimetype
+        # application/json in the seed's release, "application/json; charset=utf-8" later.
+        kind = "application/json" if self._seed_release else "application/json; charset=utf-8"
+        return MockResponse.raw(dify_json(body), 200, kind)
 
     async def _stream(self, request: MockRequest, task: Task) -> AsyncIterator[bytes]:
         """The run's events as the clock reaches them, with a ping every 10 s of quiet or not."""
         interval = float(self.contract.behaviour.limits.get("ping_interval", 10))
         pings = Pings(self.server.clock, interval, sleep=partial(self._wait_until, task))
-        top = {"task_id": task.data["task_id"], "workflow_run_id": task.id}
-
-        yield sse_event({"event": "workflow_started", **top, "data": {
-            "id": task.id, "workflow_id": task.data["workflow"].id, "inputs": task.data["inputs"],
-            "created_at": int(task.created_at), "reason": "initial",
-        }})
+        opening: dict[str, Any] = {"id": task.id, "workflow_id": task.data["workflow"].id}
+        if self._seed_release:
+            opening["sequence_number"] = task.data["sequence_number"]
+        opening.update({"inputs": task.data["inputs"], "created_at": int(task.created_at)})
+        if not self._seed_release:
+            opening["reason"] = "initial"  # [V] "initial" | "resumption" (after a pause)
+        yield self._event(task, "workflow_started", opening)
         previous: str | None = None
         for index, (node, started, finished) in enumerate(self._schedule(task)):
             for when, phase in ((started, "start"), (finished, "finish")):
@@ -188,20 +212,51 @@ class DifyRuns(Provider):
                 if stopped():
                     if phase == "finish":
                         yield self._node_event(request, task, index, node, previous, "stopped")
-                    yield self._finished_event(request, task, top)
+                    yield self._finished_event(request, task)
                     return
                 if phase == "finish" and task.data["fail"] == "error" and index == task.data["fail_at"]:
-                    code = task.data["error_code"]
-                    yield sse_event({"event": "error", "task_id": task.data["task_id"],
-                                     "message": self._error_text(task), "code": code,
-                                     "status": self._error_status(task)})
+                    yield dify_event(self._error_event(task))
                     return
                 status = "started" if phase == "start" else (
                     "failed" if index == task.data["fail_at"] else "succeeded"
                 )
                 yield self._node_event(request, task, index, node, previous, status)
             previous = node.id
-        yield self._finished_event(request, task, top)
+        yield self._finished_event(request, task)
+
+    @property
+    def _seed_release(self) -> bool:
+        """Whether the answers are the seed's release's (option release=seed, the default)."""
+        return self.option("release") == "seed"
+
+    @staticmethod
+    def _event(task: Task, event: str, data: Mapping[str, Any]) -> bytes:
+        """A run's event: [V] the converter writes event and workflow_run_id first, then the
+        stream response's own task_id (and workflow_run_id again, in place) and data."""
+        return dify_event({"event": event, "workflow_run_id": task.id,
+                           "task_id": task.data["task_id"], "data": data})
+
+    def _error_event(self, task: Task) -> dict[str, Any]:
+        """The streamed ``error`` event. [V] source (workflow/generate_response_converter.py,
+        two releases read): event and workflow_run_id, then the error's code, status and message
+        (code, message, status for the 500 fallback); no task_id. [V] the docs list task_id and
+        no workflow_run_id instead (option error_event=docs)."""
+        code, status, text = self._stream_error(task)
+        if self.option("error_event") == "docs":
+            return {"event": "error", "task_id": task.data["task_id"], "message": text,
+                    "code": code, "status": status}
+        head = {"event": "error", "workflow_run_id": task.id}
+        if status >= 500:
+            return {**head, "code": code, "message": text, "status": status}
+        return {**head, "code": code, "status": status, "message": text}
+
+    def _stream_error(self, task: Task) -> tuple[str, int, str]:
+        """(code, status, message) of the failure a ``task_fail:error:CODE`` fault injects into
+        a stream: a code the converter knows keeps its own, any other is its 500 fallback."""
+        code = task.data["error_code"]
+        if code in _STREAM_CODES:
+            return code, self._error_status(task), self._error_text(task)
+        return "internal_server_error", 500, _STREAM_ERROR
 
     async def _wait_until(self, task: Task, when: float) -> None:
         """Sleep on the clock until ``when`` (provider time), or until the run is stopped."""
@@ -283,7 +338,12 @@ class DifyRuns(Provider):
         error = None
         if status == "failed":
             fail_node = wf.nodes[task.data["fail_at"]]
-            error = fail_node.error if task.data["fail"] == "node" else self._error_text(task)
+            if task.data["fail"] == "node":
+                error = fail_node.error
+            elif task.data["streaming"]:
+                error = self._stream_error(task)[2]
+            else:
+                error = self._error_text(task)
         elif status == "stopped":
             error = "Stopped by user."  # [I] QueueStopEvent's reason for a manual stop
         steps = len(began)
@@ -306,7 +366,10 @@ class DifyRuns(Provider):
         self, request: MockRequest, task: Task, index: int, node: Node, previous: str | None,
         status: str,
     ) -> bytes:
+        """node_started / node_finished, key for key as the release's stream entities write them
+        ([V] task_entities.py NodeStartStreamResponse / NodeFinishStreamResponse)."""
         _, started, finished = self._schedule(task)[index]
+        seed = self._seed_release
         data: dict[str, Any] = {
             "id": task.data["execution_ids"][index],
             "node_id": node.id,
@@ -315,64 +378,95 @@ class DifyRuns(Provider):
             "index": index + 1,
             "predecessor_node_id": previous,
             "inputs": None,
-            "inputs_truncated": False,
-            "created_at": int(started),
-            "extras": {},
-            "iteration_id": None,
-            "loop_id": None,
         }
-        event = "node_started"
-        if status != "started":
-            event = "node_finished"
-            now = self.server.clock.now()
-            end = finished if status != "stopped" else min(now, finished)
-            outputs = self._node_outputs(request, task, node, now) if status == "succeeded" else None
-            inputs = dict(task.data["inputs"]) if node.type != "end" else outputs
-            files = [f for f in (outputs or {}).get("files") or [] if isinstance(f, dict)]
-            data.update({
-                "inputs": inputs,
-                "process_data": None,
-                "process_data_truncated": False,
-                "outputs": outputs,
-                "outputs_truncated": False,
-                "status": status,
-                "error": node.error if status == "failed" else (
-                    "Stopped by user." if status == "stopped" else None
-                ),
-                "elapsed_time": end - started,
-                "execution_metadata": {"total_tokens": node.tokens, "total_price": 0, "currency": "USD"}
-                if node.tokens and status == "succeeded" else None,
-                "finished_at": int(end),
-                "files": files,
-            })
-        return sse_event({"event": event, "task_id": task.data["task_id"],
-                          "workflow_run_id": task.id, "data": data})
+        if not seed:
+            data["inputs_truncated"] = False
+        if status == "started":
+            data.update({"created_at": int(started), "extras": {}})
+            if not seed:
+                data.update({"iteration_id": None, "loop_id": None})
+            return self._event(task, "node_started", data)
+        now = self.server.clock.now()
+        end = finished if status != "stopped" else min(now, finished)
+        outputs = self._node_outputs(request, task, node, now) if status == "succeeded" else None
+        data["inputs"] = dict(task.data["inputs"]) if node.type != "end" else outputs
+        data["process_data"] = None
+        if not seed:
+            data["process_data_truncated"] = False
+        data["outputs"] = outputs
+        if not seed:
+            data["outputs_truncated"] = False
+        data.update({
+            "status": status,
+            "error": node.error if status == "failed" else (
+                "Stopped by user." if status == "stopped" else None
+            ),
+            "elapsed_time": end - started,
+            "execution_metadata": {"total_tokens": node.tokens, "total_price": 0, "currency": "USD"}
+            if node.tokens and status == "succeeded" else None,
+            "created_at": int(started),
+            "finished_at": int(end),
+            "files": [f for f in (outputs or {}).get("files") or [] if isinstance(f, dict)],
+        })
+        if not seed:
+            data.update({"iteration_id": None, "loop_id": None})
+        return self._event(task, "node_finished", data)
 
-    def _finished_event(self, request: MockRequest, task: Task, top: Mapping[str, str]) -> bytes:
+    def _finished_event(self, request: MockRequest, task: Task) -> bytes:
+        """workflow_finished: [V] WorkflowFinishStreamResponse.Data of the release (the seed's
+        has sequence_number and no exceptions_count)."""
         summary = self._summary(request, task, self.server.clock.now())
         files = [f for v in (summary["outputs"] or {}).values() if isinstance(v, list)
                  for f in v if isinstance(f, dict)]
-        return sse_event({"event": "workflow_finished", **top, "data": {
-            **summary,
-            "created_by": {"id": end_user(task.data["user"]), "user": task.data["user"]},
-            "exceptions_count": 0,
-            "files": files,
-        }})
+        data: dict[str, Any] = {"id": summary["id"], "workflow_id": summary["workflow_id"]}
+        if self._seed_release:
+            data["sequence_number"] = task.data["sequence_number"]
+        for key in ("status", "outputs", "error", "elapsed_time", "total_tokens", "total_steps"):
+            data[key] = summary[key]
+        data["created_by"] = {"id": end_user(task.data["user"]), "user": task.data["user"]}
+        data["created_at"] = summary["created_at"]
+        data["finished_at"] = summary["finished_at"]
+        if not self._seed_release:
+            data["exceptions_count"] = 0
+        data["files"] = files
+        return self._event(task, "workflow_finished", data)
 
     def _file_var(self, request: MockRequest, task: Task, file_id: str, now: float) -> dict[str, Any]:
+        """A tool's output file as the release writes it: the seed's FileVar, or File.to_dict()."""
         spec = self._files.get(file_id)
         ext = spec.extension if spec else ".png"
+        mime = spec.content_type if spec else "image/png"
         signed_at, _ = self.server.link_times(task=task)  # the engine applies expired_url
+        url = self._signed(request, f"/files/tools/{file_id}{ext}", file_id, signed_at)
+        tenant = task.data["workflow"].tenant_id
+        if not self._seed_release:
+            # [V] core/file/models.py File.to_dict(): the model's fields in order, then url.
+            # [I] a tool's file has no message file id, and the tool file's stored name is a
+            # fresh hex name with the extension (ToolFileManager).
+            return {
+                "dify_model_identity": "__dify__file__",
+                "id": None,
+                "tenant_id": tenant,
+                "type": "image",
+                "transfer_method": "tool_file",
+                "remote_url": None,
+                "related_id": file_id,
+                "filename": uuid.uuid5(uuid.NAMESPACE_URL, f"dify-tool-file:{file_id}").hex + ext,
+                "extension": ext,
+                "mime_type": mime,
+                "size": len(render(spec)) if spec else -1,
+                "url": url,
+            }
         return {  # [V] the seed's FileVar, key for key
             "__variant": "FileVar",
-            "tenant_id": task.data["workflow"].tenant_id,
+            "tenant_id": tenant,
             "type": "image",
             "transfer_method": "tool_file",
-            "url": self._signed(request, f"/files/tools/{file_id}{ext}", file_id, signed_at),
+            "url": url,
             "related_id": file_id,
             "filename": "image",
             "extension": ext,
-            "mime_type": spec.content_type if spec else "image/png",
+            "mime_type": mime,
         }
 
     # --- signed links ----------------------------------------------------------------

@@ -41,6 +41,8 @@ class Node:
     images: Mapping[str, Any] | None = None  # {count, width, height, format}: a drawing tool
     error: str = "Node execution failed."  # the node's error when a task_fail fault hits it
     outputs: Mapping[str, Any] | None = None  # literal outputs, merged into the node's own
+    # a tool node's tool {provider_type: builtin|api, provider_id, tool_name, icon?}: GET /v1/meta
+    tool: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,9 @@ class Workflow:
     tenant_id: str
     name: str
     total_steps: int | None
+    description: str  # GET /v1/info
+    tags: tuple[str, ...]  # GET /v1/info (release=current)
+    author_name: str  # GET /v1/info (release=current)
     user_input_form: tuple[Mapping[str, Any], ...]
     file_upload: Mapping[str, Any]
     nodes: tuple[Node, ...]
@@ -104,12 +109,13 @@ class Workflow:
                     title=str(item.get("title", item["type"])), seconds=(low, high),
                     tokens=int(item.get("tokens", 0)), images=images,
                     error=str(item.get("error", Node.error)), outputs=item.get("outputs"),
+                    tool=_tool(item.get("tool")),
                 ))
             except (TypeError, ValueError, AttributeError) as exc:
                 raise WorkflowError(
                     f"{where}: nodes[{i}] is malformed ({exc}); seconds must be [low, high] with "
                     "0 <= low <= high, images {count, width, height, format: png|jpeg|webp}, "
-                    "tokens an integer"
+                    "tokens an integer, tool {provider_type: builtin|api, provider_id, tool_name}"
                 ) from exc
         ids = [n.id for n in nodes]
         form = tuple(raw.get("user_input_form") or ())
@@ -138,6 +144,9 @@ class Workflow:
             tenant_id=str(raw.get("tenant_id") or uuid.uuid4()),
             name=str(raw.get("name", "workflow")),
             total_steps=None if steps is None else int(steps),
+            description=str(raw.get("description") or ""),
+            tags=tuple(str(t) for t in raw.get("tags") or ()),
+            author_name=str(raw.get("author_name") or ""),
             user_input_form=form,
             file_upload=dict(raw.get("file_upload") or {}),
             nodes=tuple(nodes),
@@ -176,3 +185,14 @@ class Workflow:
                 except ValueError:
                     raise ValueError(f"{name} in input form must be a valid number") from None
         return out
+
+
+def _tool(raw: Any) -> Mapping[str, Any] | None:
+    """A tool node's ``tool`` mapping, checked (ValueError says what is wrong)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping) or raw.get("provider_type") not in ("builtin", "api") or not all(
+        isinstance(raw.get(k), str) and raw.get(k) for k in ("provider_id", "tool_name")
+    ):
+        raise ValueError("tool must be {provider_type: builtin|api, provider_id, tool_name}")
+    return dict(raw)

@@ -73,6 +73,7 @@ def envelope(response: MockResponse, status: int, code: str) -> str:
     assert response.status == status, response.body
     assert response.headers["Content-Type"] == "application/json"
     body = response.json_body()
+    assert response.body == json.dumps(body).encode() + b"\n"  # flask-restful's output_json
     assert set(body) == {"code", "message", "status"}
     assert body["code"] == code
     assert body["status"] == status
@@ -216,10 +217,6 @@ async def test_each_seed_model_is_accepted(model: str) -> None:
                      id="missing-user"),
         pytest.param({"inputs": {"prompt": "p"}, "user": ""}, "invalid_param",
                      "Arg user must be provided.", id="empty-user"),
-        pytest.param({"user": "u"}, "invalid_param", "inputs is required and must be an object",
-                     id="missing-inputs"),
-        pytest.param({"inputs": "p", "user": "u"}, "invalid_param",
-                     "inputs is required and must be an object", id="inputs-not-object"),
         pytest.param({"inputs": {}, "user": "u"}, "invalid_param",
                      "prompt is required in input form", id="missing-prompt"),
         pytest.param({"inputs": {"prompt": 5}, "user": "u"}, "invalid_param",
@@ -229,9 +226,6 @@ async def test_each_seed_model_is_accepted(model: str) -> None:
         pytest.param({"inputs": {"prompt": "p", "model_name": "sdxl"}, "user": "u"}, "invalid_param",
                      f"model_name in input form must be one of the following: {MODELS}",
                      id="unknown-model"),
-        pytest.param({"inputs": {"prompt": "p"}, "user": "u", "response_mode": "fast"},
-                     "invalid_param", "response_mode must be 'blocking' or 'streaming', got 'fast'",
-                     id="bad-response-mode"),
         pytest.param({"inputs": {"prompt": "p"}, "user": "u",
                       "files": [{"type": "image", "transfer_method": "local_file",
                                  "upload_file_id": "nope"}]},
@@ -243,6 +237,45 @@ async def test_bad_run_bodies_get_invalid_param(body: dict[str, Any], code: str,
     server = manual()
     response = await server.request("POST", RUN, json=body, headers=AUTH)
     assert envelope(response, 400, code) == message
+    assert len(server.tasks) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "message"),
+    [
+        pytest.param({"user": "u"}, "inputs", "Missing required parameter in the JSON body",
+                     id="missing-inputs"),
+        pytest.param({"user": "u", "inputs": None}, "inputs", "Must not be null!", id="null-inputs"),
+        pytest.param({"user": "u", "inputs": "p"}, "inputs",
+                     "dictionary update sequence element #0 has length 1; 2 is required",
+                     id="inputs-a-string"),
+        pytest.param({"user": "u", "inputs": 5}, "inputs", "'int' object is not iterable",
+                     id="inputs-a-number"),
+        pytest.param({"user": "u", "inputs": {"prompt": "p"}, "files": 3}, "files",
+                     "'int' object is not iterable", id="files-a-number"),
+        pytest.param({"user": "u", "inputs": {"prompt": "p"}, "response_mode": "fast"},
+                     "response_mode", "fast is not a valid choice", id="bad-response-mode"),
+        pytest.param({"user": "u", "inputs": {"prompt": "p"}, "response_mode": None},
+                     "response_mode", "None is not a valid choice", id="null-response-mode"),
+        pytest.param({"user": "u", "inputs": 5, "response_mode": "fast"}, "inputs",
+                     "'int' object is not iterable", id="inputs-refused-first"),
+    ],
+)
+@pytest.mark.parametrize("release", ["seed", "current"])
+async def test_reqparse_refusals_name_the_argument(
+    body: dict[str, Any], param: str, message: str, release: str
+) -> None:
+    """[V] libs/external_api.py: {code: invalid_param, message, params} (+ status later)."""
+    server = manual(options={"release": release})
+    response = await server.request("POST", RUN, json=body, headers=AUTH)
+    assert response.status == 400 and response.headers["Content-Type"] == "application/json"
+    expected: dict[str, Any] = {"code": "invalid_param", "message": message, "params": param}
+    if release == "current":
+        expected["status"] = 400
+    assert response.json_body() == expected and list(response.json_body()) == list(expected)
+    assert response.body == json.dumps(expected).encode() + b"\n"
+    validator = contracts.response_validator("dify", "runWorkflow", 400)
+    assert validator is not None and validator.issues(response.json_body()) == []
     assert len(server.tasks) == 0
 
 
@@ -375,8 +408,8 @@ async def test_unknown_file_with_valid_signature_is_404() -> None:
 # --- gateway limit, failures, stop ---------------------------------------------------
 
 
-async def test_blocking_run_is_cut_at_100_seconds_and_goes_on() -> None:
-    server = manual()
+async def test_behind_cloudflare_a_blocking_run_is_cut_at_100_seconds_and_goes_on() -> None:
+    server = manual(options={"gateway_timeout": "100"})
     provider(server).use_workflow(slow_workflow(150.0))
     pending = asyncio.ensure_future(server.request("POST", RUN, json=SEED_BODY, headers=AUTH))
     await settle()
@@ -393,8 +426,8 @@ async def test_blocking_run_is_cut_at_100_seconds_and_goes_on() -> None:
     assert detail.json_body()["status"] == "succeeded"
 
 
-async def test_gateway_timeout_off_waits_for_the_run() -> None:
-    server = manual(options={"gateway_timeout": "off"})
+async def test_self_hosted_by_default_a_blocking_run_waits_however_long() -> None:
+    server = manual()  # the seed's self-hosted Dify: no gateway cut (gateway_timeout=off)
     provider(server).use_workflow(slow_workflow(150.0))
     pending = asyncio.ensure_future(server.request("POST", RUN, json=SEED_BODY, headers=AUTH))
     await settle()
@@ -502,7 +535,14 @@ async def test_parameters_come_from_the_workflow() -> None:
     validator = contracts.response_validator("dify", "getParameters", 200)
     assert validator is not None and validator.issues(body) == []
     assert body["user_input_form"] == [dict(e) for e in Workflow.load().user_input_form]
-    assert body["system_parameters"]["image_file_size_limit"] == 10
+    # the seed's release: system_parameters is one fields.String
+    assert body["system_parameters"] == {"image_file_size_limit": "10"}
+    assert list(body)[-4:] == ["user_input_form", "sensitive_word_avoidance", "file_upload",
+                               "system_parameters"]
+    assert response.body == json.dumps(body).encode() + b"\n"
+    current = await manual(options={"release": "current"}).request("GET", "/v1/parameters", headers=AUTH)
+    assert current.json_body()["system_parameters"]["image_file_size_limit"] == 10
+    assert validator.issues(current.json_body()) == []
 
 
 # --- a workflow of one's own ---------------------------------------------------------
@@ -824,7 +864,7 @@ async def test_stop_wakes_a_waiting_stream_at_once() -> None:
     await settle()
     server.clock.advance(1)
     await settle()
-    assert b'"node_type":"tool"' in chunks[-1] and b"node_started" in chunks[-1]
+    assert b'"node_type": "tool"' in chunks[-1] and b"node_started" in chunks[-1]
     (task,) = list(server.tasks)
     assert provider(server).live_streams == 1
     stop = await server.request(
@@ -880,3 +920,52 @@ async def test_a_null_optional_input_is_left_out_and_conforms() -> None:
     response = await server.request("POST", RUN, json=body, headers=AUTH)
     assert response.status == 200
     assert response.json_body()["data"]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("release", ["seed", "current"])
+async def test_info_and_meta_come_from_the_workflow_file(release: str) -> None:
+    """[V] service_api/app/app.py: /info and /meta, as flask-restful resources write them."""
+    server = manual(options={"release": release})
+    info = await server.request("GET", "/v1/info", headers=AUTH)
+    expected: dict[str, Any] = {"name": "文生图", "description": "根据prompt生成图片"}
+    if release == "current":
+        expected.update({"tags": [], "mode": "workflow", "author_name": ""})
+    assert info.status == 200 and info.json_body() == expected
+    assert info.body == json.dumps(expected).encode() + b"\n"
+    assert b"\\u6587\\u751f\\u56fe" in info.body  # json.dumps writes CJK as \uXXXX
+    meta = await server.request("GET", "/v1/meta", headers=AUTH)
+    assert meta.json_body() == {"tool_icons": {
+        "stable_diffusion": "/console/api/workspaces/current/tool-provider/builtin/stablediffusion/icon",
+    }}
+    for operation, response in (("getAppInfo", info), ("getAppMeta", meta)):
+        validator = contracts.response_validator("dify", operation, 200)
+        assert validator is not None and validator.issues(response.json_body()) == []
+    unauthorized = await server.request("GET", "/v1/info")
+    assert envelope(unauthorized, 401, "unauthorized")
+
+
+async def test_meta_names_each_tool_of_an_own_workflow() -> None:
+    server = manual()
+    provider(server).use_workflow({
+        "name": "mine", "description": "two tools",
+        "nodes": [
+            {"id": "s", "type": "start"},
+            {"id": "a", "type": "tool", "tool": {"provider_type": "builtin", "provider_id": "dalle",
+                                                 "tool_name": "dalle3"}},
+            {"id": "b", "type": "tool", "tool": {"provider_type": "api", "provider_id": "p1",
+                                                 "tool_name": "mine", "icon": {"content": "x"}}},
+            {"id": "c", "type": "tool", "tool": {"provider_type": "api", "provider_id": "p2",
+                                                 "tool_name": "bare"}},
+            {"id": "e", "type": "end"},
+        ],
+    })
+    meta = (await server.request("GET", "/v1/meta", headers=AUTH)).json_body()
+    assert meta == {"tool_icons": {
+        "dalle3": "/console/api/workspaces/current/tool-provider/builtin/dalle/icon",
+        "mine": {"content": "x"},
+        "bare": {"background": "#252525", "content": "\U0001f601"},
+    }}
+    info = (await server.request("GET", "/v1/info", headers=AUTH)).json_body()
+    assert info == {"name": "mine", "description": "two tools"}
+    with pytest.raises(WorkflowError, match="tool must be"):
+        Workflow.from_dict({"nodes": [{"id": "t", "type": "tool", "tool": {"provider_type": "x"}}]})

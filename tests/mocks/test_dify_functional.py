@@ -57,7 +57,8 @@ def slow_tool(seconds: float) -> dict[str, Any]:
 
     wf = Workflow.load()
     return {
-        "id": wf.id, "tenant_id": wf.tenant_id, "total_steps": 5,
+        "id": wf.id, "tenant_id": wf.tenant_id, "total_steps": 5, "name": wf.name,
+        "description": wf.description,
         "user_input_form": [dict(e) for e in wf.user_input_form],
         "nodes": [
             {"id": n.id, "type": n.type, "title": n.title,
@@ -114,6 +115,7 @@ async def test_seed_curl_verbatim_then_download_tamper_and_expire(serve_mock: Se
     code, out = await curl("bash", "-c", command + " --silent --show-error")
     assert code == 0, out
     body = json.loads(out)
+    assert out == json.dumps(body).encode()  # json.dumps defaults, no newline (compact_generate_response)
     data = body["data"]
     assert data["status"] == "succeeded" and data["total_tokens"] == 536
     relative = data["outputs"]["files"][0]["url"]
@@ -150,7 +152,20 @@ async def test_stream_events_in_order_with_their_fields(serve_mock: ServeMock) -
     assert all(e["task_id"] == task_id and e["workflow_run_id"] == run_id for e in events)
     started = events[0]["data"]
     assert started["id"] == run_id and started["inputs"]["prompt"] == "a red fox"
+    # the seed's release, key for key (task_entities.py of April 2024; the converter's order)
+    assert all(list(e) == ["event", "workflow_run_id", "task_id", "data"] for e in events)
+    assert list(started) == ["id", "workflow_id", "sequence_number", "inputs", "created_at"]
+    assert list(events[1]["data"]) == NODE_STARTED_SEED
+    assert all(list(e["data"]) == NODE_FINISHED_SEED for e in events if e["event"] == "node_finished")
+    assert list(events[-1]["data"]) == [
+        "id", "workflow_id", "sequence_number", "status", "outputs", "error", "elapsed_time",
+        "total_tokens", "total_steps", "created_by", "created_at", "finished_at", "files",
+    ]
     nodes = [e["data"] for e in events if e["event"] == "node_finished"]
+    assert list(nodes[1]["outputs"]["files"][0]) == [
+        "__variant", "tenant_id", "type", "transfer_method", "url", "related_id", "filename",
+        "extension", "mime_type",
+    ]
     assert [n["index"] for n in nodes] == [1, 2, 3]
     assert [n["predecessor_node_id"] for n in nodes] == [None, nodes[0]["node_id"], nodes[1]["node_id"]]
     assert all(n["status"] == "succeeded" and n["error"] is None for n in nodes)
@@ -159,9 +174,64 @@ async def test_stream_events_in_order_with_their_fields(serve_mock: ServeMock) -
     finished = events[-1]["data"]
     assert finished["status"] == "succeeded" and finished["id"] == run_id
     assert finished["outputs"]["files"][0]["url"].startswith("/files/tools/")
-    assert finished["total_tokens"] == 536 and finished["exceptions_count"] == 0
+    assert finished["total_tokens"] == 536 and finished["sequence_number"] == started["sequence_number"]
     assert finished["created_by"]["user"] == "alg123"
     assert finished["finished_at"] >= finished["created_at"] == started["created_at"]
+
+
+NODE_STARTED_SEED = ["id", "node_id", "node_type", "title", "index", "predecessor_node_id", "inputs",
+                     "created_at", "extras"]
+NODE_FINISHED_SEED = ["id", "node_id", "node_type", "title", "index", "predecessor_node_id", "inputs",
+                      "process_data", "outputs", "status", "error", "elapsed_time",
+                      "execution_metadata", "created_at", "finished_at", "files"]
+
+
+async def test_current_release_streams_file_objects_and_later_fields(serve_mock: ServeMock) -> None:
+    """--option dify.release=current: one later release, with none of the seed's own fields."""
+    running = await serve_mock("dify", clock="scaled", time_scale=100, seed=1,
+                               options={"release": "current"})
+    body = {**STREAM_BODY, "inputs": {"prompt": "一个胸有成竹的男人"}}
+    async with httpx.AsyncClient(timeout=10) as client:
+        async with client.stream("POST", f"{running.url}/v1/workflows/run", json=body,
+                                 headers=AUTH) as response:
+            raw = b"".join([chunk async for chunk in response.aiter_bytes()])
+        frames = [f.removeprefix(b"data: ") for f in raw.split(b"\n\n") if f.startswith(b"data: ")]
+        events = [json.loads(f) for f in frames]
+        # json.dumps defaults: CJK as \uXXXX, ", " and ": " separators
+        assert all(f == json.dumps(e).encode() for f, e in zip(frames, events, strict=True))
+        assert b"\\u4e00\\u4e2a" in frames[0] and "一个".encode() not in raw
+        assert all(EVENT.issues(e) == [] for e in events)
+        started = events[0]["data"]
+        assert list(started) == ["id", "workflow_id", "inputs", "created_at", "reason"]
+        assert started["reason"] == "initial"
+        assert list(events[1]["data"]) == [
+            "id", "node_id", "node_type", "title", "index", "predecessor_node_id", "inputs",
+            "inputs_truncated", "created_at", "extras", "iteration_id", "loop_id",
+        ]
+        tool = next(e["data"] for e in events if e["event"] == "node_finished"
+                    and e["data"]["node_type"] == "tool")
+        assert list(tool) == [
+            "id", "node_id", "node_type", "title", "index", "predecessor_node_id", "inputs",
+            "inputs_truncated", "process_data", "process_data_truncated", "outputs",
+            "outputs_truncated", "status", "error", "elapsed_time", "execution_metadata",
+            "created_at", "finished_at", "files", "iteration_id", "loop_id",
+        ]
+        finished = events[-1]["data"]
+        assert "sequence_number" not in finished and finished["exceptions_count"] == 0
+        (file,) = finished["outputs"]["files"]
+        assert list(file) == [
+            "dify_model_identity", "id", "tenant_id", "type", "transfer_method", "remote_url",
+            "related_id", "filename", "extension", "mime_type", "size", "url",
+        ]
+        assert file["dify_model_identity"] == "__dify__file__" and "__variant" not in file
+        assert (file["id"], file["remote_url"], file["transfer_method"]) == (None, None, "tool_file")
+        assert file["filename"].endswith(".png") and file["extension"] == ".png"
+        image = await client.get(running.url + file["url"])
+        assert image.status_code == 200 and len(image.content) == file["size"]
+        blocking = await client.post(f"{running.url}/v1/workflows/run", headers=AUTH,
+                                     json={**body, "response_mode": "blocking"})
+        assert blocking.headers["content-type"] == "application/json; charset=utf-8"
+        assert list(blocking.json()["data"]["outputs"]["files"][0]) == list(file)
 
 
 async def test_stream_wire_format_is_data_lines_and_bare_pings(serve_mock: ServeMock) -> None:
@@ -216,12 +286,31 @@ async def test_other_failures_after_the_stream_opened_are_error_events(serve_moc
             f"{running.url}/v1/workflows/run/{events[0]['workflow_run_id']}", headers=AUTH
         )
     last = events[-1]
-    assert last["event"] == "error"
-    assert set(last) == {"event", "task_id", "message", "code", "status"}
+    # [V] the source's converter: event, workflow_run_id, then code, status, message; no task_id
+    assert list(last) == ["event", "workflow_run_id", "code", "status", "message"]
     assert (last["code"], last["status"]) == ("provider_quota_exceeded", 400)
-    assert last["task_id"] == events[0]["task_id"]
+    assert last["workflow_run_id"] == events[0]["workflow_run_id"]
     assert detail.json()["status"] == "failed" and detail.json()["error"] == last["message"]
     assert last["message"].startswith("Your quota")
+
+
+async def test_an_unknown_failure_is_the_converters_500_and_the_docs_shape_is_an_option(
+    serve_mock: ServeMock,
+) -> None:
+    running = await serve_mock("dify", clock="scaled", time_scale=100, seed=1)
+    fault = {"X-Mock-Fault": "task_fail:error:app_unavailable"}
+    async with httpx.AsyncClient(timeout=10, headers=fault) as client:
+        events = data_events(await read_events(client, running.url, STREAM_BODY))
+    assert events[-1] == {"event": "error", "workflow_run_id": events[0]["workflow_run_id"],
+                          "code": "internal_server_error",
+                          "message": "Internal Server Error, please contact support.", "status": 500}
+    assert list(events[-1]) == ["event", "workflow_run_id", "code", "message", "status"]
+    docs = await serve_mock("dify", clock="scaled", time_scale=100, seed=1, options={"error_event": "docs"})
+    fault = {"X-Mock-Fault": "task_fail:error:provider_quota_exceeded"}
+    async with httpx.AsyncClient(timeout=10, headers=fault) as client:
+        events = data_events(await read_events(client, docs.url, STREAM_BODY))
+    assert list(events[-1]) == ["event", "task_id", "message", "code", "status"]
+    assert events[-1]["task_id"] == events[0]["task_id"]
 
 
 async def test_stop_mid_stream_ends_the_run_stopped(serve_mock: ServeMock) -> None:
@@ -400,6 +489,27 @@ async def test_dify_client_python_against_the_mock(serve_mock: ServeMock, dify_c
 
     with pytest.raises(errors.DifyAppUnavailable):
         await asyncio.to_thread(unavailable)
+
+    def failing_stream() -> list[Any]:
+        req = models.WorkflowsRunRequest(
+            inputs={"prompt": "p"}, response_mode=models.ResponseMode.STREAMING, user="alg123",
+        )
+        fault = {"X-Mock-Fault": "task_fail:error:provider_quota_exceeded"}
+        return list(client.run_workflows(req, headers=fault))
+
+    # Dify's error event is a data-only line, so the library yields it (it raises only on an
+    # SSE `event: error` field), as its plain StreamResponse with the other fields kept extra.
+    failed = await asyncio.to_thread(failing_stream)
+    error = failed[-1]
+    assert str(error.event) == "error" and error.task_id == ""  # no task_id: the library's default
+    assert error.model_extra is not None
+    assert error.model_extra["workflow_run_id"] == failed[0].workflow_run_id
+    assert (error.model_extra["code"], error.model_extra["status"]) == ("provider_quota_exceeded", 400)
+
+    def info() -> Any:
+        return client.request(client._prepare_url("/info"), "GET").json()
+
+    assert await asyncio.to_thread(info) == {"name": "文生图", "description": "根据prompt生成图片"}
     assert running.server.errors == []
 
 
