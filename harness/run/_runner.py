@@ -22,7 +22,15 @@ from imagegen_conformance.mocks import MockServer, TLSMaterial, mock_router, sta
 from ..report import Report, ScenarioResult
 from ..rules import ClientResult, Frame, Severity
 from ._clients import CallableClient, Client, CommandClient, inspect_images
-from ._evaluate import build_env, canary_key, client_timeout, evaluate, probe_images
+from ._evaluate import (
+    CLIENT_OVERHEAD,
+    IN_PROCESS_OVERHEAD,
+    build_env,
+    canary_key,
+    client_timeout,
+    evaluate,
+    probe_images,
+)
 from ._frame import FRAMES, NOT_VIRTUALIZED, FrameSession, frame_blocker, libfaketime_path
 from ._remote import TargetUnreachable, run_remote_scenario
 
@@ -35,18 +43,19 @@ DEFAULT_TIME_SCALE = 100.0
 TRANSPORTS = ("socket", "respx")
 #: Scenarios whose correct ending is giving up: a correct client waits minutes of provider time.
 GIVES_UP_SCALE = 1000.0
-#: Real CPU a client may spend per request (a bash script's curl costs ~25 ms) without hiding a
-#: pacing fault: the scale is chosen so that this much real time stays well below the shortest
-#: gap a timing check judges.
-CLIENT_OVERHEAD = 0.025
 #: The share of the shortest judged gap that the client's overhead may fill: the rest is margin
 #: for a machine whose load changes after :func:`machine_slowdown` measured it.
 PACING_SHARE = 0.7
-#: Requests a client may make within a scenario's deadline, each with CLIENT_OVERHEAD of real
+#: Provider seconds a faulty client may still pause per request (the "polls every 10 ms"
+#: fault) on top of its overhead, and still be caught.
+SHORTEST_PAUSE = 0.01
+#: Requests a client may make within a scenario's deadline, each with its overhead of real
 #: time, while staying within PACING_SHARE of it.
 DEADLINE_REQUESTS = 10
 #: The most a loaded machine slows the chosen scales (beyond it, runs would only crawl).
 MAX_SLOWDOWN = 5.0
+#: Real seconds one measure of the machine's load serves before it is taken again.
+SLOWDOWN_MAX_AGE = 1.0
 _RATE_LIMIT = re.compile(r"^rate_limit(?::([0-9.]+))?")
 
 Progress = Callable[[str, str, ScenarioResult | None], None]
@@ -72,27 +81,59 @@ class RunOptions:
     on_progress: Progress | None = None
 
 
-def timing_thresholds(contract: Contract, scenario: Scenario) -> list[float]:
-    """The provider-second gaps the timing checks judge in this scenario."""
-    out: list[float] = []
+def judged_gaps(contract: Contract, scenario: Scenario) -> dict[str, float]:
+    """The provider-second gaps whose verdict this scenario is there to give, by rule.
+
+    A fault's own pacing is judged where the fault is set (``rate_limit``: the Retry-After;
+    a 5xx or reset: the retry backoff); a deadline (outside give-up scenarios) as a sum of
+    DEADLINE_REQUESTS gaps; the poll interval in the plain successful runs (no fault), where
+    ordinary polling is what is left to judge. Elsewhere these rules still fail on a gap that
+    is too short, but a pass at a scale too fast to tell is reported as not judged.
+    """
+    out: dict[str, float] = {}
     polling = contract.behaviour.polling
-    if polling is not None:
-        out.append(polling.min_interval)
+
+    def add(rule: str, gap: float) -> None:
+        if gap > 0:
+            out[rule] = min(gap, out.get(rule, gap))
+
+    if polling is not None and not scenario.faults and scenario.expect.outcome == "success":
+        add("client.poll-interval", polling.min_interval)
     for spec in scenario.faults:
         match = _RATE_LIMIT.match(spec)
         if match:
-            out.append(float(match.group(1) or 1.0))
+            add("client.retry-after", float(match.group(1) or 1.0))
         elif spec.startswith(("http:5", "reset")):
             from ..rules._profile import profile
 
             backoff = profile(contract.provider).retry_backoff_min
-            out.append(backoff if backoff is not None else (polling.min_interval if polling else 1.0))
+            add("client.retries-transient",
+                backoff if backoff is not None else (polling.min_interval if polling else 1.0))
     if scenario.expect.within_seconds and scenario.expect.outcome != "gives_up":
         # A deadline is a sum of gaps: a client's overhead over DEADLINE_REQUESTS requests
         # must not eat it, or a correct client's few retries look too slow (a give-up
         # scenario's span is the client's own deadline, in the same frame: exempt).
-        out.append(scenario.expect.within_seconds / DEADLINE_REQUESTS)
-    return [t for t in out if t > 0]
+        add("scenario.deadline", scenario.expect.within_seconds / DEADLINE_REQUESTS)
+    return out
+
+
+def timing_thresholds(contract: Contract, scenario: Scenario) -> list[float]:
+    """The provider-second gaps the scenario judges (the values of :func:`judged_gaps`)."""
+    return list(judged_gaps(contract, scenario).values())
+
+
+def pacing_scale(gap: float, overhead: float = CLIENT_OVERHEAD) -> float:
+    """The fastest scale at which ``overhead`` real seconds per request (plus a faulty
+    client's SHORTEST_PAUSE) stay within PACING_SHARE of a ``gap`` of provider time."""
+    return (PACING_SHARE * gap - SHORTEST_PAUSE) / overhead
+
+
+def client_overhead(client: Client, *, in_process: bool, frame: str = "virtual") -> float:
+    """Real seconds per request the pacing checks must see through for this client: a
+    callable run in this process costs far less than a process of its own."""
+    if isinstance(client, CallableClient) and (in_process or frame == "told"):
+        return IN_PROCESS_OVERHEAD
+    return CLIENT_OVERHEAD
 
 
 def machine_slowdown(sample: float = 0.01) -> float:
@@ -110,17 +151,33 @@ def machine_slowdown(sample: float = 0.01) -> float:
     return min(MAX_SLOWDOWN, worst)
 
 
+_last_slowdown: tuple[float, float] = (-1e9, 1.0)  # (perf_counter when measured, slowdown)
+
+
+def recent_slowdown(max_age: float = SLOWDOWN_MAX_AGE) -> float:
+    """:func:`machine_slowdown`, measured again once the last figure is ``max_age`` real s old
+    (a catalogue's scenarios last well under a second each: one figure serves a few)."""
+    global _last_slowdown
+    now = time.perf_counter()
+    if now - _last_slowdown[0] >= max_age:
+        _last_slowdown = (now, machine_slowdown())
+    return _last_slowdown[1]
+
+
 def scenario_scale(
     contract: Contract, scenario: Scenario, requested: float | None = None, *, slowdown: float = 1.0,
+    overhead: float = CLIENT_OVERHEAD,
 ) -> float:
     """How much faster than real time a scenario runs.
 
     ``requested`` (``--time-scale``) wins; then the scenario's own ``time_scale``; a scenario
     whose correct ending is giving up runs at x1000 (a correct client waits minutes); any other
-    runs as fast as pacing allows: 25 ms of the client's real CPU per request (plus a 10 ms
-    sleep) must stay below 70 % of the shortest gap judged, so a tight loop is always seen.
-    ``slowdown`` (:func:`machine_slowdown`) divides every chosen scale on a loaded machine,
-    where a client's overhead per request (and the margin of a deadline) grows the same way.
+    runs as fast as the pacing it judges (:func:`judged_gaps`) allows, at most x100: the
+    client's real ``overhead`` per request (25 ms for a process, 5 ms for a callable in this
+    process) plus a 10 ms pause must stay below 70 % of the shortest judged gap, so a tight
+    loop is always seen there. ``slowdown`` (:func:`machine_slowdown`) divides every chosen
+    scale on a loaded machine, where a client's overhead per request (and the margin of a
+    deadline) grows the same way.
     """
     if requested is not None:
         return requested
@@ -129,11 +186,10 @@ def scenario_scale(
         return max(1.0, round(scenario.time_scale / slowdown, 1))
     if scenario.expect.outcome == "gives_up":
         return max(1.0, round(GIVES_UP_SCALE / slowdown, 1))
-    thresholds = timing_thresholds(contract, scenario)
-    if not thresholds:
+    gaps = judged_gaps(contract, scenario).values()
+    if not gaps:
         return DEFAULT_TIME_SCALE
-    shortest = min(thresholds)
-    pacing = (PACING_SHARE * shortest - 0.01) / CLIENT_OVERHEAD / slowdown
+    pacing = pacing_scale(min(gaps), overhead) / slowdown
     return max(1.0, min(DEFAULT_TIME_SCALE, round(pacing, 1)))
 
 
@@ -207,7 +263,12 @@ async def run_scenario(
             startup_slack=startup_slack, api_key=api_key, extra_env=extra_env, frame=frame,
             run_client=run_in_frame,
         )
-    scale = scenario_scale(contract, scenario, time_scale, slowdown=machine_slowdown())
+    in_process = transport == "respx" or (
+        isinstance(client, CallableClient) and (not client.spec or client.honours_time_scale)
+    )
+    overhead = client_overhead(client, in_process=in_process, frame=frame)
+    scale = scenario_scale(contract, scenario, time_scale, overhead=overhead,
+                           slowdown=1.0 if time_scale is not None else recent_slowdown())
     key = api_key or canary_key()
     server = MockServer(
         contract.provider, clock="scaled", time_scale=scale, seed=seed,
@@ -231,10 +292,7 @@ async def run_scenario(
                             extra_env, ca_bundle=ca)
             result, clock = await run_in_frame(
                 client, env, client_timeout(contract, scenario) / scale + startup_slack, scale,
-                server.clock.now(), frame=frame,
-                in_process=transport == "respx" or (
-                    isinstance(client, CallableClient) and (not client.spec or client.honours_time_scale)
-                ),
+                server.clock.now(), frame=frame, in_process=in_process,
             )
             exchanges = server.journal.entries()
             last = server.journal.last_seq
@@ -250,7 +308,7 @@ async def run_scenario(
                 await server.aclose()
     return evaluate(
         contract, scenario, client.name, "mock", exchanges, probes, result, scale,
-        urls[server.roles[0]], time.perf_counter() - started, frame=clock,
+        urls[server.roles[0]], time.perf_counter() - started, frame=clock, overhead=overhead,
     )
 
 

@@ -142,6 +142,33 @@ def test_every_scenario_scale_keeps_25ms_of_client_cpu_below_the_gaps_it_judges(
             assert 0.01 + 0.025 * scale <= 0.7 * gap + 1e-9, (scenario.id, scale, gap)
 
 
+def test_the_scale_follows_what_the_scenario_judges() -> None:
+    from imagegen_conformance.harness.run._runner import IN_PROCESS_OVERHEAD, judged_gaps
+
+    fal = contracts.load("fal")
+    assert judged_gaps(fal, fal.scenario("happy-path")) == {"client.poll-interval": 0.1}
+    assert judged_gaps(fal, fal.scenario("rate-limited-submit")) == {"client.retry-after": 1.0}
+    assert judged_gaps(fal, fal.scenario("transient-status-503")) == {"client.retries-transient": 0.1}
+    assert judged_gaps(fal, fal.scenario("model-error")) == {"scenario.deadline": 6.0}
+    assert scenario_scale(fal, fal.scenario("happy-path")) == 2.4
+    assert scenario_scale(fal, fal.scenario("rate-limited-submit")) == 27.6
+    assert scenario_scale(fal, fal.scenario("model-error")) == 100
+    # A callable in this process costs 5 ms a request, not a process's 25: five times faster.
+    assert scenario_scale(fal, fal.scenario("happy-path"), overhead=IN_PROCESS_OVERHEAD) == 12
+    # The scenario's own time_scale: it judges images, happy-path judges the same polling.
+    assert scenario_scale(fal, fal.scenario("custom-size-png")) == 100
+
+
+@needs_faketime
+async def test_a_tight_loop_where_polling_is_not_judged_is_reported_not_judged_not_passed() -> None:
+    # task-fails judges the error and its deadline: at x100, 25 ms of CPU is 2.5 provider s, so
+    # the loop's gaps look long enough; the report says the poll interval was not judged.
+    result = await run(realtime("--pause", "0", "--cpu-ms", "25"), "task-fails")
+    assert result.time_scale == 100 and [d.rule for d in result.deviations] == []
+    [note] = result.not_judged
+    assert note.rule == "client.poll-interval" and "--time-scale" in note.reason
+
+
 async def test_pacing_at_a_scale_too_fast_to_see_it_is_not_judged(
     cloudsway_faulty_client: object,
 ) -> None:
