@@ -131,7 +131,10 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
             rows.append((f"cloudsway poll: {label}", f"bare {bare['rps']:.0f}/s",
                          f"{p['rps']:.0f}/s ({p['per_cpu_second']:.0f} per server CPU-s{extra}; "
                          f"{p['server_cores']:.2f} cores)", f"{p['rps'] / bare['rps']:.2f}", "", ""))
-        rows.append(("  2 workers vs 1 (Redis), achieved", "", f"{r['two_vs_one_rps']:.2f}x", "",
+        pinned = (f"load on CPU {r['pin_load'] or 'any'}, servers on CPU {r['pin_servers'] or 'any'}"
+                  if r.get("pin_load") or r.get("pin_servers") else "unpinned")
+        rows.append((f"  2 workers vs 1 (Redis), achieved; {r.get('loadgen', '?')}, {pinned}", "",
+                     f"{r['two_vs_one_rps']:.2f}x", "",
                      "≥ 1.6x", _mark(r["two_vs_one_rps"] >= 1.6)))
         rows.append(("  Redis store's cost per poll (CPU, incl. redis-server)", "",
                      f"+{r['redis_cost_us_per_poll']:.0f} µs", f"{r['redis_vs_memory_rps']:.2f}", "", ""))
@@ -149,7 +152,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per load run")
     parser.add_argument("--json", metavar="PATH", help="also write every figure as JSON")
     parser.add_argument("--only", nargs="+", choices=NAMES, help="run only these measurements")
+    parser.add_argument("--pin-load", metavar="CPUS", help="workers: the load generator on these CPUs "
+                        "(taskset list, e.g. 0)")
+    parser.add_argument("--pin-servers", metavar="CPUS", help="workers: the mock processes and "
+                        "redis-server on these CPUs (e.g. 1)")
     args = parser.parse_args()
+    _workers.PIN.update(load=args.pin_load, servers=args.pin_servers)
     seconds = args.seconds
     runs: dict[str, Callable[[], dict[str, Any]]] = {
         "throughput": lambda: _throughput.run(seconds),

@@ -6,7 +6,11 @@ port, SO_REUSEPORT). Then 10,000 concurrent lifecycles across two workers. A red
 the benchmark's own runs on a free loopback port (no persistence) and is stopped at the end.
 
 Capacity is requests per CPU-second of every server process (the serve parent, its workers,
-and redis-server where used), read from /proc; the rate achieved is shown beside it.
+and redis-server where used), read from /proc; the rate achieved is shown beside it. The load
+comes from ``wrk -t1`` when it is installed (else two Python client processes). ``--pin-load``
+and ``--pin-servers`` (taskset CPU lists) keep the load generator and the servers (every
+thread of the mock processes and redis-server) on CPUs of their own, to see what the machine
+allows when they do not compete.
 """
 
 from __future__ import annotations
@@ -27,10 +31,47 @@ from typing import Any
 
 import aiohttp
 
-from ._loadgen import hammer_processes, request_bytes
+from ._loadgen import hammer_processes, request_bytes, wrk_hammer, wrk_path
 from ._proc import ServerProcess, cpu_seconds, drain
 
 AUTH = {"Authorization": "Bearer bench"}
+#: CPU sets (taskset lists, "0" or "0-1") for the load generator and the servers; None: any.
+PIN: dict[str, str | None] = {"load": None, "servers": None}
+
+
+def cpus(spec: str) -> set[int]:
+    """A taskset CPU list ("0", "1,3", "0-1") as a set."""
+    out: set[int] = set()
+    for part in spec.split(","):
+        low, _, high = part.partition("-")
+        out.update(range(int(low), int(high or low) + 1))
+    return out
+
+
+def _pin_servers(pids: list[int]) -> None:
+    """Every thread of ``pids`` onto the servers' CPUs (threads made later inherit it)."""
+    if PIN["servers"] is None:
+        return
+    where = cpus(PIN["servers"])
+    for pid in pids:
+        with suppress(OSError):
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with suppress(OSError):
+                    os.sched_setaffinity(int(tid), where)
+
+
+@contextmanager
+def _load_cpus() -> Iterator[None]:
+    """This process, and the load generator it starts, on the load generator's CPUs."""
+    if PIN["load"] is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus(PIN["load"]))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 @contextmanager
@@ -112,11 +153,19 @@ async def _create(url: str, count: int) -> list[str]:
     return ids
 
 
+def _hammer(url: str, reqs: list[bytes], *, concurrency: int, seconds: float) -> Any:
+    with _load_cpus():
+        if wrk_path():
+            return wrk_hammer(url, reqs, concurrency=concurrency, seconds=seconds)
+        return hammer_processes(url, reqs, concurrency=concurrency, seconds=seconds)
+
+
 def _polls(url: str, pids: list[int], ids: list[str], seconds: float, concurrency: int) -> dict[str, Any]:
     reqs = [request_bytes(f"{url}/v2/ai/bench/images/tasks/{i}", headers=AUTH) for i in ids]
-    hammer_processes(url, reqs, concurrency=concurrency, seconds=0.5)  # warm-up
+    _pin_servers(pids)
+    _hammer(url, reqs, concurrency=concurrency, seconds=1.0)  # warm-up
     cpu0 = _cpu(pids)
-    result = hammer_processes(url, reqs, concurrency=concurrency, seconds=seconds)
+    result = _hammer(url, reqs, concurrency=concurrency, seconds=seconds)
     cpu = _cpu(pids) - cpu0
     return {"rps": result.rps, "per_cpu_second": result.requests / cpu if cpu else float("nan"),
             "server_cores": cpu / result.seconds, "errors": result.errors, "requests": result.requests}
@@ -124,7 +173,9 @@ def _polls(url: str, pids: list[int], ids: list[str], seconds: float, concurrenc
 
 def poll_scaling(seconds: float, concurrency: int = 64) -> dict[str, Any]:
     """Bare handler, 1 worker in memory, 1 and 2 workers over Redis: the same poll, one run."""
-    out: dict[str, Any] = {"concurrency": concurrency, "cores": os.cpu_count()}
+    out: dict[str, Any] = {"concurrency": concurrency, "cores": os.cpu_count(),
+                           "loadgen": "wrk -t1" if wrk_path() else "Python, 2 processes",
+                           "pin_load": PIN["load"], "pin_servers": PIN["servers"]}
     with ServerProcess("bare") as bare:
         out["bare"] = _polls(bare.url, [bare.pid], ["0"], seconds, concurrency)
     serve = Serve()

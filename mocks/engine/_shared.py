@@ -25,6 +25,7 @@ Keys (namespace ``igc:<provider>:``, so several mocks share one Redis database):
                        tool files, uploads, stop ids), expiring with the task retention
 ``ended``              pub/sub channel: a task ended early (a stop) through one worker, so the
                        others wake the answers and streams waiting on it
+``q:<name>:*``         a runner queue (fal's, see ``_runners``)
 =====================  ============================================================
 
 When Redis is unreachable a request is answered with the provider's own 503 envelope
