@@ -58,6 +58,7 @@ class DifyProvider(DifyRuns):
         except ValueError as exc:
             return self.error(request, 400, "invalid_param", str(exc))
         streaming = body.get("response_mode") == "streaming"
+        await self._sequence.reserve()  # its run number, from the shared store when there is one
         task = self._new_run(call, inputs, user, streaming)
         if streaming:
             return MockResponse.stream(self._stream(request, task), SSE_TYPE)

@@ -11,7 +11,6 @@ node; nothing runs in the background. A blocking answer waits on the clock until
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import math
 import os
@@ -66,8 +65,8 @@ class DifyRuns(Provider):
         self._runs_by_task: Shelf = server.shelf(  # task_id -> workflow_run_id
             "runs", limit=int(self.contract.behaviour.limits.get("max_tasks", 100_000)))
         self._workflows = {self.workflow.id: self.workflow}  # every workflow a run may hold
-        # The app's run numbers (sequence_number): this process's, not shared by workers.
-        self._sequence = itertools.count(1)
+        # The app's run numbers (sequence_number), one sequence for every worker of a shared store.
+        self._sequence = server.counter("runs")
         # Futures of the blocking answers and streams now waiting on a run: stop wakes them.
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
 
@@ -104,8 +103,7 @@ class DifyRuns(Provider):
 
     def _forget_runs(self) -> None:
         self._files.clear()
-        self._runs_by_task.clear()
-        self._sequence = itertools.count(1)
+        self._runs_by_task.clear()  # (the server resets the run numbers)
 
     # --- runs ------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from ._respx import mock_router
 from ._serve import Listener, PortInUse, Served, TLSMaterial, bind, start
 from ._server import ADMIN_PREFIX, FAULT_HEADER, SCENARIO_HEADER, AdminHandler, Call, MockServer, Observer
 from ._shared import Shared, StoreUnavailable, check_store, share
-from ._shelf import Shelf
+from ._shelf import Counter, Shelf
 from ._signing import Ed25519Signer
 from ._store_redis import RedisTaskStore
 from ._streams import ndjson_line, sse_comment, sse_event
@@ -49,6 +49,7 @@ __all__ = [
     "Call",
     "Clock",
     "ConnectionLimits",
+    "Counter",
     "Deliverer",
     "Delivery",
     "DeliveryPolicy",

@@ -34,7 +34,7 @@ from ._links import LinkSigner
 from ._provider import Provider, Route, provider_class
 from ._ratelimit import RateLimiter
 from ._redact import redact_headers, redact_query, redact_text
-from ._shelf import Shelf
+from ._shelf import Counter, Shelf
 from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
 
 if TYPE_CHECKING:
@@ -293,6 +293,7 @@ class MockServer:
         self.admin_token = admin_token
         self.allow_hosts = frozenset(allow_hosts)
         self.shelves: dict[str, Shelf] = {}  # a provider's records beside its tasks (shelf())
+        self.counters: dict[str, Counter] = {}  # a provider's numberings (counter())
         self.provider: Provider = provider_class(self.provider_id)(self)
         self.routes = self.provider.routes()
         self.body_kinds = body_kinds(self.contract)  # operationId -> "json" | "multipart"
@@ -377,6 +378,11 @@ class MockServer:
         self.shelves[name] = made
         return made
 
+    def counter(self, name: str) -> Counter:
+        """A numbering of the whole mock, 1, 2, 3... (see :class:`Counter`); reset with the mock."""
+        made = self.counters[name] = Counter(name)
+        return made
+
     def use_secret(self, key: bytes) -> None:
         """Sign image tokens, file links and webhooks with ``key`` from now on.
 
@@ -439,6 +445,8 @@ class MockServer:
         self.deliveries.clear()
         for shelf in self.shelves.values():
             shelf.clear()
+        for counter in self.counters.values():
+            counter.reset()
         if self.rate_limiter:
             self.rate_limiter.reset()
         self.provider.on_reset()

@@ -26,6 +26,7 @@ Keys (namespace ``igc:<provider>:``, so several mocks share one Redis database):
 ``ended``              pub/sub channel: a task ended early (a stop) through one worker, so the
                        others wake the answers and streams waiting on it
 ``q:<name>:*``         a runner queue (fal's, see ``_runners``)
+``count:<name>``       a provider's numbering (``MockServer.counter``: Dify's sequence_number)
 =====================  ============================================================
 
 When Redis is unreachable a request is answered with the provider's own 503 envelope
@@ -322,6 +323,8 @@ class Shared:
                                encode=server.provider.encode_data, decode=server.provider.decode_data)
         for shelf in server.shelves.values():
             shelf.session = current
+        for counter in server.counters.values():
+            counter.session, counter.take = current, self._count
         if len(old):
             raise RuntimeError("share() must be called before the mock holds tasks")
         server.tasks = store
@@ -559,6 +562,9 @@ class Shared:
         for (name, key), raw in zip(wanted, rows, strict=True):
             raw = raw.encode() if isinstance(raw, str) else raw
             session.shelf[(name, key)] = shelves[name].load(key, raw)
+
+    async def _count(self, name: str) -> int:
+        return int(await self.client.incr(f"{self.keys.prefix}count:{name}"))
 
     def _shelf_key(self, name: str, key: str) -> str:
         return f"{self.keys.prefix}shelf:{name}:{key}"

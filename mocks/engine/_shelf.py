@@ -1,5 +1,6 @@
 """Records a provider keeps beside its tasks, looked up by a key of their own (Dify's tool files
-by file id, its uploads, its stop ids): bounded in memory, shared through Redis with the tasks.
+by file id, its uploads, its stop ids): bounded in memory, shared through Redis with the tasks;
+and its numberings (:class:`Counter`).
 
 A record is written once and never changed, so a worker may answer from its own copy; with a
 shared store the records a request names (:meth:`Provider.shelf_keys`) are loaded before its
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ._store_redis import Session
 
-__all__ = ["Shelf"]
+__all__ = ["Counter", "Shelf"]
 
 _MISSING = object()
 
@@ -104,3 +105,42 @@ class Shelf:
         value = raw[1:] if raw[:1] == b"b" else self._decode(json.loads(raw[1:]))
         self._keep(key, value)
         return value
+
+
+class Counter:
+    """A provider's numbering for the whole mock (Dify's run ``sequence_number``): 1, 2, 3...
+
+    ``next(counter)`` draws the next number. With a shared store, ``await counter.reserve()``
+    (in the handler, once the number is sure to be used) takes it from Redis for this request,
+    so every worker numbers from one sequence.
+
+    >>> counter = Counter("runs")
+    >>> [next(counter), next(counter)]
+    [1, 2]
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._last = 0
+        #: Set by a shared store: the request's session, and how a number is taken from Redis.
+        self.session: Callable[[], Session | None] | None = None
+        self.take: Callable[[str], Awaitable[int]] | None = None
+
+    async def reserve(self) -> None:
+        session = self.session() if self.session is not None else None
+        if session is not None and self.take is not None:
+            session.extra.setdefault("count:" + self.name, []).append(await self.take(self.name))
+
+    def __iter__(self) -> Counter:
+        return self
+
+    def __next__(self) -> int:
+        session = self.session() if self.session is not None else None
+        reserved = session.extra.get("count:" + self.name) if session is not None else None
+        if reserved:
+            return int(reserved.pop(0))
+        self._last += 1
+        return self._last
+
+    def reset(self) -> None:
+        self._last = 0

@@ -464,3 +464,24 @@ async def test_fal_polls_lifecycle_takes_one_runner_across_workers(pair: Pair) -
     assert [(await fal_status(b, first))["status"] for _ in range(3)] == [
         "IN_PROGRESS", "IN_PROGRESS", "COMPLETED"]
     assert (await fal_status(a, second["request_id"]))["status"] == "IN_PROGRESS"
+
+
+async def test_dify_numbers_its_runs_in_one_sequence_across_workers(pair: Pair) -> None:
+    a, b = await pair("dify", clock="manual", options={"release": "seed"})
+    numbers = []
+    for server in (a, b, a, b):
+        response = await server.request("POST", "/v1/workflows/run", headers=DIFY,
+                                        json={**DIFY_RUN, "response_mode": "streaming"})
+        assert response.is_stream and not isinstance(response.body, bytes)
+        stream = response.body
+        first = await stream.__anext__()
+        await stream.aclose()
+        numbers.append(sse_data([first])[0]["data"]["sequence_number"])
+    assert numbers == [1, 2, 3, 4]
+    await b.request("POST", "/__mock/reset")
+    response = await a.request("POST", "/v1/workflows/run", headers=DIFY,
+                               json={**DIFY_RUN, "response_mode": "streaming"})
+    assert not isinstance(response.body, bytes)
+    first = await response.body.__anext__()
+    await response.body.aclose()
+    assert sse_data([first])[0]["data"]["sequence_number"] == 1  # a reset starts it again
