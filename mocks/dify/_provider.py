@@ -21,6 +21,8 @@ __all__ = ["DifyProvider"]
 
 # [V] werkzeug's own description, sent when the body is not JSON.
 _BAD_JSON = "The browser (or proxy) sent a request that this server could not understand."
+# The upload answer's fields in the seed's release (later ones add source_url etc.).
+_SEED_UPLOAD_FIELDS = ("id", "name", "size", "extension", "mime_type", "created_by", "created_at")
 # [V] flask-restful reqparse: a required argument of location="json" that is not there.
 _MISSING = "Missing required parameter in the JSON body"
 
@@ -199,6 +201,8 @@ class DifyProvider(DifyRuns):
             "file_key": f"upload_files/{self.workflow.tenant_id}/{file_id}.{extension}",
         }
         self._remember_upload(file_id, meta, data)
+        if self._seed_release:  # [V] the seed-era fields/file_fields.py marshals these seven
+            return restful({k: meta[k] for k in _SEED_UPLOAD_FIELDS}, 201)
         return restful(meta, 201)
 
     @route("GET", "/files/tools/{file_id}.{ext}", operation="getToolFile", auth=False)

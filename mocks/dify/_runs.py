@@ -172,7 +172,8 @@ class DifyRuns(Provider):
         end = task.created_at + sum(task.durations)
         while _status(task, clock.now()) == "running":
             if clock.now() >= cut:
-                # [V] seed: Cloudflare gives up after 100 s; its answer is 524 [I] body.
+                # [V] Dify Cloud's Cloudflare gives up after 100 s (option gateway_timeout);
+                # its answer is 524 [I] body.
                 return MockResponse.raw(b"error code: 524", 524, "text/plain; charset=UTF-8")
             await self._wait_until(task, min(end, cut))
         summary = self._summary(request, task, clock.now())

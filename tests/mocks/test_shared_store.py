@@ -279,7 +279,7 @@ async def test_a_dify_run_and_its_signed_files_answer_through_the_other(pair: Pa
 
 
 async def test_a_dify_upload_through_one_is_read_and_used_through_the_other(pair: Pair) -> None:
-    a, b = await pair("dify", clock="manual", seed=2)
+    a, b = await pair("dify", clock="manual", seed=2, options={"release": "current"})  # source_url
     boundary = "b0undary"
     data = b"\x89PNG\r\n\x1a\n" + b"0" * 64
     form = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="cat.png"\r\n'
