@@ -15,6 +15,7 @@ Measurements (issue 9), each next to a baseline measured in the same run where o
   catalogue   every scenario of every provider with the reference clients    (target < 20 s)
   startup     `serve --provider all` to its first answered request            (target < 1.5 s)
   workers     status polls: bare, 1 worker in memory, 1 and 2 workers on Redis (target 2 vs 1 >= 1.6x)
+  storecost   CPU per poll in process: memory store vs Redis store (mock and redis-server)
   lifecycles  10,000 concurrent lifecycles across 2 workers on Redis
 
 Not part of the test suite. The machine's cores are shared by the load generator and the
@@ -38,7 +39,7 @@ from rich.table import Table
 from . import _engine, _suite, _throughput, _workers
 
 NAMES = ("throughput", "polls", "latency", "proxy", "streams", "tasks", "bound", "million", "images",
-         "catalogue", "startup", "workers", "lifecycles")
+         "catalogue", "startup", "workers", "storecost", "lifecycles")
 
 
 def _machine() -> str:
@@ -138,6 +139,13 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
                      "≥ 1.6x", _mark(r["two_vs_one_rps"] >= 1.6)))
         rows.append(("  Redis store's cost per poll (CPU, incl. redis-server)", "",
                      f"+{r['redis_cost_us_per_poll']:.0f} µs", f"{r['redis_vs_memory_rps']:.2f}", "", ""))
+    elif name == "storecost":
+        rows.append(("CPU per finished-task poll in process: memory store", "", f"{r['memory_us']:.0f} µs",
+                     "", "", ""))
+        rows.append(("  Redis store (mock + redis-server)", f"memory {r['memory_us']:.0f} µs",
+                     f"{r['redis_mock_us']:.0f} + {r['redis_server_us']:.0f} µs "
+                     f"(+{r['redis_cost_us']:.0f} µs)",
+                     f"{(r['redis_mock_us'] + r['redis_server_us']) / r['memory_us']:.1f}x", "", ""))
     elif name == "lifecycles":
         rows.append((f"{r['lifecycles']:,} concurrent lifecycles, 2 workers on Redis", "",
                      f"{r['seconds']:.1f} s, {r['requests']:,} requests, statuses {r['statuses']}",
@@ -172,6 +180,7 @@ def main() -> None:
         "catalogue": lambda: _suite.scenario_catalogue(),
         "startup": lambda: _suite.startup(),
         "workers": lambda: _workers.poll_scaling(seconds),
+        "storecost": lambda: _workers.store_cost(),
         "lifecycles": lambda: _workers.worker_lifecycles(),
     }
     console = Console(width=max(Console().width, 150))  # the table stays readable in a log

@@ -245,3 +245,57 @@ def worker_lifecycles(total: int = 10_000) -> dict[str, Any]:
 
 if __name__ == "__main__":  # python -m benchmarks._workers: a quick look
     print(json.dumps({"polls": poll_scaling(3.0), "lifecycles": worker_lifecycles()}, indent=2))
+
+
+async def _in_process_polls(server: Any, polls: int, concurrency: int) -> float:
+    """Process CPU seconds for ``polls`` Cloudsway status polls of finished tasks, in process."""
+    ids = []
+    for n in range(concurrency):
+        made = await server.request("POST", "/v2/ai/bench/images/generations", headers=AUTH,
+                                    json={"prompts": f"s{n}", "aspect_ratio": "1:1", "step": 4})
+        ids.append(json.loads(made.body)["taskId"])
+    await server.request("POST", "/__mock/clock/advance", json={"seconds": 60})
+
+    async def poller(task_id: str, count: int) -> None:
+        for _ in range(count):
+            answer = await server.request("GET", f"/v2/ai/bench/images/tasks/{task_id}", headers=AUTH)
+            assert answer.status == 200, answer.body
+
+    await asyncio.gather(*(poller(i, 50) for i in ids))  # warm-up
+    t0 = time.process_time()
+    await asyncio.gather(*(poller(i, polls // concurrency) for i in ids))
+    return time.process_time() - t0
+
+
+def store_cost(polls: int = 20_000, concurrency: int = 20) -> dict[str, Any]:
+    """CPU per poll in process (``MockServer`` + ``share()``): memory store vs Redis store.
+
+    Process CPU time (and redis-server's, from /proc), so the figure holds on a busy machine."""
+    from imagegen_conformance.mocks import MockServer
+    from imagegen_conformance.mocks.engine import share
+
+    async def memory() -> float:
+        server = MockServer("cloudsway", clock="manual", journal_size=1000)
+        try:
+            return await _in_process_polls(server, polls, concurrency)
+        finally:
+            await server.aclose()
+
+    async def shared(url: str) -> float:
+        server = MockServer("cloudsway", clock="manual", journal_size=1000)
+        await share(server, url)
+        try:
+            return await _in_process_polls(server, polls, concurrency)
+        finally:
+            await server.aclose()
+
+    out: dict[str, Any] = {"polls": polls, "concurrency": concurrency}
+    out["memory_us"] = asyncio.run(memory()) / polls * 1e6
+    with redis_server() as (url, redis_pid):
+        before = cpu_seconds(redis_pid)
+        mock = asyncio.run(shared(url))
+        redis_cpu = cpu_seconds(redis_pid) - before  # the warm-up and set-up included: an upper bound
+    out["redis_mock_us"] = mock / polls * 1e6
+    out["redis_server_us"] = redis_cpu / polls * 1e6
+    out["redis_cost_us"] = out["redis_mock_us"] + out["redis_server_us"] - out["memory_us"]
+    return out

@@ -117,8 +117,8 @@ class RedisTaskStore:
         self._max = max_tasks
         # The worker's own instances: a cache that never refuses (the bound is Redis's count).
         self._mem = MemoryTaskStore(clock, retention=retention, max_tasks=max_tasks)
-        # id -> (JSON, polls, ended) as Redis last had them
-        self._synced: dict[str, tuple[str, int, tuple[str, float] | None]] = {}
+        # id -> (JSON, polls, ended, terminal_at) as Redis last had them
+        self._synced: dict[str, tuple[str, int, tuple[str, float] | None, float | None]] = {}
 
     def set_clock(self, clock: Clock) -> None:
         self._clock = clock
@@ -208,7 +208,7 @@ class RedisTaskStore:
             else:
                 _refresh(mine, fresh)
             self._synced[task_id] = (text if isinstance(text, str) else text.decode(), fresh.polls,
-                                     fresh.ended)
+                                     fresh.ended, fresh._terminal_at)
             session.loaded[task_id] = mine
 
     def queue_listing(self, pipe: Any) -> None:
@@ -268,19 +268,19 @@ class RedisTaskStore:
                     pipe.hset(key, "t", text)
                 if task.polls != before[1]:
                     pipe.hincrby(key, "polls", task.polls - before[1])
-            if task._terminal_at is not None:
-                pipe.hsetnx(key, "tat", task._terminal_at)
-            ttl = self.ttl(task)
-            if ttl is not None:
-                pipe.expire(key, ttl)
+            if task._terminal_at is not None and (before is None or before[3] is None):
+                pipe.hsetnx(key, "tat", task._terminal_at)  # the first to see it terminal wins
             if before is None or before[0] != text or task.mode == "polls":
                 # When its key expires moved (created, ended early, a poll-driven step); a
-                # time-driven task's polls leave it where it was.
+                # time-driven task's polls leave it where it was (one command less a poll).
+                ttl = self.ttl(task)
+                if ttl is not None:
+                    pipe.expire(key, ttl)
                 expiry = self._expiry(task)
                 pipe.zadd(self._keys.live, {task_id: "+inf" if math.isinf(expiry) else expiry})
             if before is not None and task.ended is not None and before[2] != task.ended:
                 session.ended.append(task)  # ended here: the workers streaming it are told
-            self._synced[task_id] = (text, task.polls, task.ended)
+            self._synced[task_id] = (text, task.polls, task.ended, task._terminal_at)
 
     def listing(self, ids: list[str], rows: list[Any], session: Session) -> None:
         self.apply_load(session, ids, rows)
