@@ -32,6 +32,7 @@ from .engine import (
     Provider,
     Route,
     Task,
+    compact,
     ndjson_line,
     refusal,
     route,
@@ -70,7 +71,7 @@ class AceDataProvider(Provider):
         sent = dict(request.json_object())  # the record echoes the request as sent
         model, width, height, count = self._plan(body)
         callback_url = body.get("callback_url")
-        task = call.new_task({
+        task = call.new_task(compact({
             "request": sent,
             "model": model,
             "width": width,
@@ -81,7 +82,7 @@ class AceDataProvider(Provider):
             "trace_id": self._uuid(),
             "token": self.contract.behaviour.auth.key_of(request.headers.get("Authorization")) or "",
             "base_url": request.base_url,
-        })
+        }))
         if isinstance(callback_url, str):
             self._schedule_callback(task, callback_url)
         stream = _stream_kind(request.headers.get("Accept", ""))

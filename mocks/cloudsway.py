@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .engine import Body, Call, ImageSpec, MockRequest, MockResponse, Provider, Task, route
+from .engine import Body, Call, ImageSpec, MockRequest, MockResponse, Provider, Task, compact, route
 
 # Title-case reason per status for the openai-style envelope's "type" field.
 _OPENAI_TYPES = {
@@ -37,7 +37,7 @@ class CloudswayProvider(Provider):
     async def create(self, request: MockRequest, call: Call) -> MockResponse:
         body = call.body  # parsed and checked by the engine (normalise, refuse below)
         width, height = self._size(body.get("aspect_ratio", "1:1"))
-        task = call.new_task({
+        task = call.new_task(compact({  # a million tasks: the keys once, not a million times
             "prompts": body["prompts"],
             "batchsize": int(body.get("batchsize", 1)),
             "aspect_ratio": body.get("aspect_ratio", "1:1"),
@@ -45,7 +45,7 @@ class CloudswayProvider(Provider):
             "height": height,
             "step": body.get("step", 4),
             "seed": int(body.get("seed", 0)),
-        })
+        }))
         return MockResponse.json({"status": "success", "taskId": task.id})
 
     @route("GET", "{prefix:(?:/[^/]+)*?}/{endpoint}/images/tasks/{task_id}", operation="getImageTask")

@@ -31,7 +31,7 @@ from ._shelf import Counter, Shelf
 from ._signing import Ed25519Signer
 from ._store_redis import RedisTaskStore
 from ._streams import ndjson_line, sse_comment, sse_event
-from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, new_task
+from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, compact, new_task
 from ._thread import ServeThread
 
 __all__ = [
@@ -96,6 +96,7 @@ __all__ = [
     "apply_drift",
     "bind",
     "check_store",
+    "compact",
     "dumps",
     "is_loopback",
     "key_fingerprint",

@@ -12,11 +12,15 @@ from imagegen_conformance.contracts import Lifecycle
 from ._clock import Clock
 from ._faults import FaultSpec
 
-__all__ = ["MemoryTaskStore", "StoreFull", "Task", "TaskStore", "new_task"]
+__all__ = ["MemoryTaskStore", "StoreFull", "Task", "TaskStore", "compact", "new_task"]
 
 
 class StoreFull(RuntimeError):
     """The store holds its maximum of live tasks; the provider answers with its overload error."""
+
+
+#: (states, polls_needed, final, terminal, mode): shared by every task of one lifecycle.
+_Shape = tuple[tuple[str, ...], tuple[int | float, ...], str, tuple[str, ...], str]
 
 
 class Task:
@@ -28,22 +32,11 @@ class Task:
     (cancel, stop). Nothing runs in the background: 100k tasks cost only their memory.
     """
 
-    __slots__ = (
-        "_terminal_at",
-        "created_at",
-        "data",
-        "durations",
-        "ended",
-        "failure",
-        "faults",
-        "final",
-        "id",
-        "mode",
-        "polls",
-        "polls_needed",
-        "states",
-        "terminal",
-    )
+    # Seven slots, not fourteen (a million tasks: 56 MB): what every task of one lifecycle
+    # shares (states, polls per state, final and terminal states, mode) is one interned tuple,
+    # and what few tasks ever have (an early end, a failure, carried faults, when a poll-driven
+    # task finished) sits in one list made only for those. The names stay attributes.
+    __slots__ = ("_rare", "_shape", "created_at", "data", "durations", "id", "polls")
 
     def __init__(
         self,
@@ -62,43 +55,138 @@ class Task:
     ) -> None:
         self.id = task_id
         self.created_at = created_at
-        self.states = states
+        self._shape: _Shape = _shared((states, polls_needed, final, terminal, mode))
         self.durations = durations
-        self.polls_needed = polls_needed
-        self.final = final
-        self.terminal = terminal
-        self.mode = mode
         self.data: dict[str, Any] = data if data is not None else {}
-        #: The task, link and delivery faults that fired on the request that created it: the
-        #: engine applies them to its links (expired_url) and deliveries (duplicate/late webhook).
-        self.faults = faults
-        #: Set when a task_fail fault made the task fail: the fault's argument ("" without one),
-        #: which a provider may read for how it fails (Dify: ``node`` or ``error:CODE``).
-        self.failure = failure
         self.polls = 0
-        self.ended: tuple[str, float] | None = None
-        self._terminal_at: float | None = None
+        # [ended, failure, faults, terminal_at], or None while all four are unset.
+        self._rare: list[Any] | None = None
+        if faults:
+            self.faults = faults
+        if failure is not None:
+            self.failure = failure
+
+    # --- the shared shape ---
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        return self._shape[0]
+
+    @states.setter
+    def states(self, value: tuple[str, ...]) -> None:
+        self._reshape(0, tuple(value))
+
+    @property
+    def polls_needed(self) -> tuple[int | float, ...]:
+        return self._shape[1]
+
+    @polls_needed.setter
+    def polls_needed(self, value: tuple[int | float, ...]) -> None:
+        self._reshape(1, tuple(value))
+
+    @property
+    def final(self) -> str:
+        return self._shape[2]
+
+    @final.setter
+    def final(self, value: str) -> None:
+        self._reshape(2, value)
+
+    @property
+    def terminal(self) -> tuple[str, ...]:
+        return self._shape[3]
+
+    @terminal.setter
+    def terminal(self, value: tuple[str, ...]) -> None:
+        self._reshape(3, tuple(value))
+
+    @property
+    def mode(self) -> str:
+        return self._shape[4]
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        self._reshape(4, value)
+
+    def _reshape(self, index: int, value: Any) -> None:
+        shape = list(self._shape)
+        shape[index] = value
+        self._shape = _shared(tuple(shape))
+
+    # --- what few tasks have ---
+
+    @property
+    def ended(self) -> tuple[str, float] | None:
+        """(state, provider time) when ``end()`` cut the timeline short."""
+        rare = self._rare
+        return None if rare is None else rare[0]
+
+    @ended.setter
+    def ended(self, value: tuple[str, float] | None) -> None:
+        self._set_rare(0, value)
+
+    @property
+    def failure(self) -> str | None:
+        """Set when a task_fail fault made the task fail: the fault's argument ("" without one),
+        which a provider may read for how it fails (Dify: ``node`` or ``error:CODE``)."""
+        rare = self._rare
+        return None if rare is None else rare[1]
+
+    @failure.setter
+    def failure(self, value: str | None) -> None:
+        self._set_rare(1, value)
+
+    @property
+    def faults(self) -> tuple[FaultSpec, ...]:
+        """The task, link and delivery faults that fired on the request that created it: the
+        engine applies them to its links (expired_url) and deliveries (duplicate/late webhook)."""
+        rare = self._rare
+        return () if rare is None else rare[2]
+
+    @faults.setter
+    def faults(self, value: tuple[FaultSpec, ...]) -> None:
+        self._set_rare(2, tuple(value))
+
+    @property
+    def _terminal_at(self) -> float | None:
+        rare = self._rare
+        return None if rare is None else rare[3]
+
+    @_terminal_at.setter
+    def _terminal_at(self, value: float | None) -> None:
+        self._set_rare(3, value)
+
+    def _set_rare(self, index: int, value: Any) -> None:
+        rare = self._rare
+        if rare is None:
+            if value is None or value == ():
+                return  # still unset
+            rare = self._rare = [None, None, (), None]
+        rare[index] = value
 
     def state(self, now: float) -> str:
         return self.phase(now)[0]
 
     def phase(self, now: float) -> tuple[str, float, float]:
         """(state, provider seconds spent in it so far, its full length; inf when open-ended)."""
-        if self.ended is not None and now >= self.ended[1]:
-            return self.ended[0], now - self.ended[1], math.inf
-        if self.mode == "polls":
+        if self._rare is not None:
+            ended = self._rare[0]
+            if ended is not None and now >= ended[1]:
+                return ended[0], now - ended[1], math.inf
+        states, polls_needed, final, _, mode = self._shape
+        if mode == "polls":
             left = float(self.polls)
-            for state, need in zip(self.states, self.polls_needed, strict=True):
+            for state, need in zip(states, polls_needed, strict=True):
                 if left < need:
                     return state, left, float(need)
                 left -= need
-            return self.final, left, math.inf
+            return final, left, math.inf
         elapsed = now - self.created_at
-        for state, length in zip(self.states, self.durations, strict=True):
+        for state, length in zip(states, self.durations, strict=True):
             if elapsed < length:
                 return state, elapsed, length
             elapsed -= length
-        return self.final, elapsed, math.inf
+        return final, elapsed, math.inf
 
     def entered_at(self, state: str) -> float | None:
         """When (provider time) a time-driven task enters ``state``; None if it never does."""
@@ -207,6 +295,30 @@ def _shared(value: tuple[Any, ...]) -> tuple[Any, ...]:
     return _SHARED.setdefault(value, value)
 
 
+_LAYOUTS: dict[tuple[str, ...], type] = {}
+
+
+def compact(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of ``data`` that shares its keys with every other record of the same keys.
+
+    CPython keeps the keys of an object's attribute dict once per class (PEP 412): a dict made
+    as the attribute dict of a class of its own layout holds only its values, about half of
+    what a plain dict of seven entries costs. It is an ordinary dict in every other respect
+    (a key added or removed later just makes it a plain one again). For a provider's task data
+    when nothing else holds the dict it built (the task gets the copy).
+    """
+    keys = tuple(data)
+    layout = _LAYOUTS.get(keys)
+    if layout is None:
+        if len(_LAYOUTS) >= 256 or not all(type(k) is str for k in keys):
+            return dict(data)
+        layout = _LAYOUTS[keys] = type("Record", (), {"__module__": __name__})
+    record: dict[str, Any] = layout().__dict__
+    for key, value in data.items():  # one by one: update() would build a plain table
+        record[key] = value
+    return record
+
+
 class TaskStore(Protocol):
     """Where tasks live. The memory store is the default; a shared one (Redis) fits behind this."""
 
@@ -222,9 +334,10 @@ class MemoryTaskStore:
     """A bounded in-memory store that forgets tasks ``retention`` provider seconds after they end.
 
     It never drops a live task to make room: when full of unfinished tasks it raises
-    :class:`StoreFull` and the provider answers with its overload error. A heap orders the tasks
-    by the earliest moment each could expire, so neither a create nor a refusal at the bound
-    looks at more tasks than it forgets (a refused create costs one look at the heap's top).
+    :class:`StoreFull` and the provider answers with its overload error. The tasks are filed by
+    the provider second in which each could first expire (a heap of those seconds, one list of
+    ids per second: a few bytes a task), so neither a create nor a refusal at the bound looks
+    at more tasks than it forgets (a refused create costs one look at the earliest second).
     """
 
     def __init__(self, clock: Clock, *, retention: float | None, max_tasks: int = 100_000) -> None:
@@ -232,9 +345,11 @@ class MemoryTaskStore:
         self._retention = retention
         self._max = max_tasks
         self._tasks: dict[str, Task] = {}
-        # (earliest provider time it may expire, id); stale entries (a task removed) are skipped
-        # when they come up.
-        self._heap: list[tuple[float, str]] = []
+        # second -> ids of the tasks that may expire by then (at the earliest); stale ids (a
+        # task removed) are skipped when they come up. _seconds is the heap of _due's keys.
+        self._due: dict[int, list[str]] = {}
+        self._seconds: list[int] = []
+        self._filed = 0  # ids in _due, stale ones included
 
     def _expired(self, task: Task, now: float) -> bool:
         if self._retention is None:
@@ -256,8 +371,14 @@ class MemoryTaskStore:
         done = task.finished_at(now)
         return (now if done is None else done) + self._retention
 
-    def _push(self, task: Task, now: float) -> None:
-        heapq.heappush(self._heap, (self._earliest_expiry(task, now), task.id))
+    def _file(self, task: Task, now: float) -> None:
+        second = math.ceil(self._earliest_expiry(task, now))
+        ids = self._due.get(second)
+        if ids is None:
+            ids = self._due[second] = []
+            heapq.heappush(self._seconds, second)
+        ids.append(task.id)
+        self._filed += 1
 
     def sweep(self, budget: int | None = None) -> int:
         """Forget the tasks that have expired; ``budget`` bounds how many are forgotten."""
@@ -265,9 +386,13 @@ class MemoryTaskStore:
             return 0
         now = self._clock.now()
         forgotten = 0
-        heap = self._heap
-        while heap and heap[0][0] < now and (budget is None or forgotten < budget):
-            _, task_id = heapq.heappop(heap)
+        seconds, due = self._seconds, self._due
+        while seconds and seconds[0] < now and (budget is None or forgotten < budget):
+            ids = due[seconds[0]]
+            task_id = ids.pop()
+            self._filed -= 1
+            if not ids:
+                del due[heapq.heappop(seconds)]
             task = self._tasks.get(task_id)
             if task is None:
                 continue  # removed already
@@ -275,10 +400,16 @@ class MemoryTaskStore:
                 del self._tasks[task_id]
                 forgotten += 1
             else:
-                self._push(task, now)  # not finished yet: look again one retention from now
-        if len(heap) > 2 * len(self._tasks) + 1024:  # many removed ids: rebuild once
-            self._heap = [e for e in heap if e[1] in self._tasks]
-            heapq.heapify(self._heap)
+                # Not finished yet: filed again one retention from now, in a later second than
+                # this one (which is past), so the loop always moves on.
+                self._file(task, now)
+        if self._filed > 2 * len(self._tasks) + 1024:  # many removed ids: drop them once
+            for second, ids in list(due.items()):
+                ids[:] = [i for i in ids if i in self._tasks]
+                if not ids:
+                    del due[second]
+            self._seconds = sorted(due)  # a sorted list is a heap
+            self._filed = sum(len(ids) for ids in due.values())
         return forgotten
 
     def add(self, task: Task) -> None:
@@ -287,7 +418,7 @@ class MemoryTaskStore:
             raise StoreFull(f"the mock holds its maximum of {self._max} tasks")
         self._tasks[task.id] = task
         if self._retention is not None:
-            self._push(task, self._clock.now())
+            self._file(task, self._clock.now())
 
     def get(self, task_id: str) -> Task | None:
         task = self._tasks.get(task_id)
@@ -301,7 +432,9 @@ class MemoryTaskStore:
 
     def clear(self) -> None:
         self._tasks.clear()
-        self._heap.clear()
+        self._due.clear()
+        self._seconds.clear()
+        self._filed = 0
 
     def __len__(self) -> int:
         return len(self._tasks)

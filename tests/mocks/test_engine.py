@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import random
 import zlib
 
@@ -25,6 +26,7 @@ from imagegen_conformance.mocks.engine import (
     ScaledClock,
     StoreFull,
     Task,
+    compact,
     new_task,
     redact_headers,
     redact_url,
@@ -336,3 +338,66 @@ def test_png_stream_checksums_hold(size: tuple[int, int]) -> None:
     width, height = size
     assert len(rows) == height * (1 + 3 * width)
     assert all(rows[y * (1 + 3 * width)] == 0 for y in range(height))  # filter None on every row
+
+
+def test_a_compact_record_is_an_ordinary_dict() -> None:
+    data = {"prompts": "a fox", "batchsize": 2, "width": 1024}
+    records = [compact(data) for _ in range(3)]
+    first = records[0]
+    assert first == data and type(first) is dict and json.dumps(first) == json.dumps(data)
+    assert list(first) == list(data)
+    first["batchsize"] = 3
+    first["extra"] = [1]
+    del first["width"]
+    assert first == {"prompts": "a fox", "batchsize": 3, "extra": [1]}
+    assert records[1] == data == records[2]  # the others are untouched
+    assert compact({1: "a"}) == {1: "a"}  # keys that are not strings: a plain copy
+
+
+def test_a_task_keeps_every_field_it_is_given_and_set() -> None:
+    tasks = [new_task(LIFECYCLE, now=0.0, rng=random.Random(i)) for i in range(2)]
+    assert tasks[0]._shape is tasks[1]._shape  # one lifecycle: one shape for all its tasks
+    task = tasks[0]
+    assert (task.ended, task.failure, task.faults, task._terminal_at) == (None, None, (), None)
+    assert task._rare is None
+    fault = FaultSpec.parse("expired_url")
+    failing = new_task(LIFECYCLE, now=0.0, rng=random.Random(3), fail="boom", faults=(fault,))
+    assert failing.failure == "boom" and failing.faults == (fault,) and failing.ended is None
+    task.states, task.polls_needed = ("queued",), (2,)
+    task.mode, task.final, task.terminal = "polls", "failed", ("failed",)
+    assert (task.states, task.polls_needed, task.mode, task.final, task.terminal) == (
+        ("queued",), (2,), "polls", "failed", ("failed",))
+    assert tasks[1].states == tuple(p.state for p in LIFECYCLE.phases)  # the other is untouched
+    assert task.poll(0.0) == "queued" and task.poll(0.0) == "failed"
+    assert task._terminal_at == 0.0 and task.finished_at(5.0) == 0.0
+
+
+def test_a_removed_task_filed_for_expiry_does_not_take_a_new_task_of_its_id_with_it() -> None:
+    clock = ManualClock(start=0.0)
+    store = MemoryTaskStore(clock, retention=60.0, max_tasks=10)
+    old = new_task(LIFECYCLE, now=0.0, rng=random.Random(1), task_id="same")
+    store.add(old)  # ends within seconds: filed to be looked at about a minute later
+    store.remove("same")
+    clock.advance(50)
+    new = new_task(LIFECYCLE, now=clock.now(), rng=random.Random(2), task_id="same", never_finish=True)
+    store.add(new)
+    clock.advance(20)  # 70: the old entry comes up; it names the new task, which is live
+    store.add(new_task(LIFECYCLE, now=clock.now(), rng=random.Random(3)))
+    assert store.get("same") is new and len(store) == 2
+
+
+def test_many_removed_tasks_leave_the_store_working() -> None:
+    clock = ManualClock(start=0.0)
+    store = MemoryTaskStore(clock, retention=60.0, max_tasks=5000)
+    for n in range(3000):
+        task = new_task(LIFECYCLE, now=0.0, rng=random.Random(n))
+        store.add(task)
+        store.remove(task.id)
+    kept = [new_task(LIFECYCLE, now=0.0, rng=random.Random(10_000 + n)) for n in range(3)]
+    for task in kept:
+        store.add(task)
+    clock.advance(30)
+    store.add(new_task(LIFECYCLE, now=clock.now(), rng=random.Random(1)))
+    assert len(store) == 4 and all(store.get(t.id) is t for t in kept)
+    clock.advance(1000)
+    assert store.sweep() == 4 and len(store) == 0
