@@ -36,6 +36,9 @@ _STREAM_CODES = frozenset({
     "invalid_param", "provider_not_initialize", "provider_quota_exceeded",
     "model_currently_not_support", "completion_request_error",
 })
+_NGINX_504 = (b"<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n"
+              b"<center><h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx</center>\r\n"
+              b"</body>\r\n</html>\r\n")
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")  # a signed link's Unix time, ASCII digits only
 _CLOCK_SKEW = 60  # seconds a link's timestamp may lie ahead of the mock's clock
 
@@ -168,11 +171,17 @@ class DifyRuns(Provider):
     async def _blocking(self, request: MockRequest, task: Task) -> MockResponse:
         clock = self.server.clock
         limit = self.option("gateway_timeout")
-        cut = math.inf if limit == "off" else task.created_at + float(limit)
+        if limit == "nginx":  # [V] a docker-compose install's nginx: proxy_read_timeout
+            seconds = float(self.contract.behaviour.limits.get("nginx_read_timeout", 3600))
+        else:
+            seconds = math.inf if limit == "off" else float(limit)
+        cut = task.created_at + seconds
         end = task.created_at + sum(task.durations)
         while _status(task, clock.now()) == "running":
             if clock.now() >= cut:
-                # [V] Dify Cloud's Cloudflare gives up after 100 s (option gateway_timeout);
+                if limit == "nginx":  # nginx's own page [I] (its version left out)
+                    return MockResponse.raw(_NGINX_504, 504, "text/html")
+                # [V] Dify Cloud's Cloudflare gives up after 100 s (option gateway_timeout=100);
                 # its answer is 524 [I] body.
                 return MockResponse.raw(b"error code: 524", 524, "text/plain; charset=UTF-8")
             await self._wait_until(task, min(end, cut))

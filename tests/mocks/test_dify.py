@@ -426,8 +426,26 @@ async def test_behind_cloudflare_a_blocking_run_is_cut_at_100_seconds_and_goes_o
     assert detail.json_body()["status"] == "succeeded"
 
 
-async def test_self_hosted_by_default_a_blocking_run_waits_however_long() -> None:
-    server = manual()  # the seed's self-hosted Dify: no gateway cut (gateway_timeout=off)
+async def test_self_hosted_by_default_nginx_cuts_a_blocking_run_at_3600_seconds() -> None:
+    server = manual()  # the seed's self-hosted Dify behind docker compose's nginx
+    provider(server).use_workflow(slow_workflow(4000.0))
+    pending = asyncio.ensure_future(server.request("POST", RUN, json=SEED_BODY, headers=AUTH))
+    await settle()
+    server.clock.advance(3599)
+    await settle()
+    assert not pending.done()  # far past Cloudflare's 100 s and gunicorn's 360 s
+    server.clock.advance(1.5)
+    response = await asyncio.wait_for(pending, 5)
+    assert (response.status, response.headers["Content-Type"]) == (504, "text/html")
+    assert isinstance(response.body, bytes) and b"<title>504 Gateway Time-out</title>" in response.body
+    (task,) = list(server.tasks)
+    server.clock.advance(500)
+    detail = await server.request("GET", f"/v1/workflows/run/{task.id}", headers=AUTH)
+    assert detail.json_body()["status"] == "succeeded"
+
+
+async def test_gateway_timeout_off_waits_however_long() -> None:
+    server = manual(options={"gateway_timeout": "off"})
     provider(server).use_workflow(slow_workflow(150.0))
     pending = asyncio.ensure_future(server.request("POST", RUN, json=SEED_BODY, headers=AUTH))
     await settle()
