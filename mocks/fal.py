@@ -184,11 +184,8 @@ class FalProvider(Provider):
         if state == QUEUED or self.option("cancel_in_progress") == "stops":
             task.data["cancelled"] = True
             task.end(DONE, now)
-            shared = self.server.shared
-            if shared is not None:
-                # It leaves every worker's line; the starts fixed behind it stay as they are
-                # (its runner is free at the end it was given).
-                await shared.runners().cancel(task.id, task.data["seq"])
+            if self.server.shared is not None:
+                await self._leave_shared_line(task, now)
             else:
                 self._reschedule(now)
             self._on_done(task)
@@ -442,11 +439,34 @@ class FalProvider(Provider):
             return
         retention = self.contract.behaviour.retention.task
         data["seq"], start, timed_out, _ = await queue.schedule(
-            created=task.created_at, ready_at=task.created_at + data["dispatch"], run=data["run"],
+            task.id, created=task.created_at, ready_at=task.created_at + data["dispatch"], run=data["run"],
             timeout=data["timeout"], runners=self._runners(), now=now,
             # an endless run holds its runner until the store forgets it (as the worker's queue)
             hold_until=task.created_at + (retention if retention is not None else math.inf))
         self._apply_start(task, start, timed_out)
+
+    async def _leave_shared_line(self, task: Task, now: float) -> None:
+        """A cancel with a shared store: the request leaves every worker's line, and those
+        behind it start again as soon as a runner allows (their timelines are rewritten, the
+        other workers told)."""
+        shared = self.server.shared
+        assert shared is not None
+        queue = shared.runners()
+        if self.server.lifecycle != "time":
+            await queue.cancel(task.id, task.data["seq"])
+            return
+        moved = await queue.cancel_and_reschedule(task.data["seq"], now=now, runners=self._runners())
+        found = await shared.load_tasks([rid for rid, _, _ in moved]) if moved else {}
+        for rid, start, timed_out in moved:
+            other = found.get(rid)
+            if other is None:
+                continue  # forgotten by the store meanwhile
+            self._apply_start(other, start, timed_out)
+            shared.announce(other)
+            self._arm_webhook(other)
+
+    def on_rescheduled(self, task: Task) -> None:
+        self._arm_webhook(task)  # its end moved: its webhook waits for the new one
 
     async def _position(self, task: Task, now: float) -> int:
         """queue_position: from the worker's own queue, or the one a shared store holds."""

@@ -241,6 +241,10 @@ class Provider(ABC):
     def on_ended(self, task: Any) -> None:  # noqa: B027 - optional hook
         """Another worker ended ``task`` early (a stop, a cancel): wake what waits on it here."""
 
+    def on_rescheduled(self, task: Any) -> None:  # noqa: B027 - optional hook
+        """Another worker moved ``task``'s timeline (fal's line after a cancel): re-arm what
+        waits on its end here."""
+
     def on_secret(self) -> None:  # noqa: B027 - optional hook
         """The server's signing secret is set or changed (a shared store's key): rebuild what
         the provider derives from ``server.secret`` (fal's webhook key pair)."""

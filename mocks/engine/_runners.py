@@ -17,7 +17,13 @@ Keys, under the mock's namespace and ``q:<name>:``:
 ``timeouts`` sorted set seq -> end of wait: requests that time out before they would start
 ``queued``  sorted set seq -> seq: requests still queued (``--lifecycle polls``)
 ``running`` sorted set request id -> expiry: requests holding a runner (``--lifecycle polls``)
+``req``     hash seq -> what its start was computed from (id, ready, run, timeout, created,
+            hold): a cancel recomputes the starts of the requests behind it from these
 ==========  ==================================================================
+
+A cancel (time-driven) runs one script that takes the request out of the line and gives every
+request still waiting its start again, as the worker's own queue does; the provider then
+rewrites the timelines that moved (and tells the other workers).
 """
 
 from __future__ import annotations
@@ -39,6 +45,10 @@ def member(seq: int) -> str:
     return f"{seq:016d}"
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _num(value: float) -> str:
     return repr(max(min(value, FAR), -FAR))
 
@@ -58,8 +68,14 @@ if runners > 0 then
   if tonumber(first[2]) > start then start = tonumber(first[2]) end
 end
 local created, timeout, now = tonumber(ARGV[5]), tonumber(ARGV[3]), tonumber(ARGV[7])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (now - tonumber(ARGV[8])))
-redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', '(' .. (now - tonumber(ARGV[8])))
+local cut = '(' .. (now - tonumber(ARGV[8]))
+for _, key in ipairs({KEYS[4], KEYS[5]}) do
+  for _, old in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', cut, 'LIMIT', 0, 64)) do
+    redis.call('ZREM', key, old)
+    redis.call('HDEL', KEYS[6], old)
+  end
+end
+redis.call('HSET', KEYS[6], me, table.concat({ARGV[9], ARGV[1], ARGV[2], ARGV[3], ARGV[5], ARGV[6]}, '|'))
 local waiting = redis.call('ZCOUNT', KEYS[5], '(' .. now, '+inf')
 if timeout >= 0 and start - created > timeout then
   redis.call('ZADD', KEYS[5], created + timeout, me)
@@ -80,6 +96,76 @@ return {seq, string.format('%.17g', start), 0, ahead + waiting}
 
 # The requests ahead of ARGV[1] still queued at ARGV[2]: scheduled to start later (a rank), and
 # waiting out a timeout. A request not scheduled (it times out itself) counts those one by one.
+# A cancel: ARGV[1] leaves the line; every request still waiting gets its start again (first
+# in, first out, the first free runner, never before now). Returns {id, start, timed out} of
+# each request whose start moved.
+_RESCHEDULE = """
+local now, runners = tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[5], ARGV[1])
+local function req(m)
+  local raw = redis.call('HGET', KEYS[5], m)
+  if not raw then return nil end
+  local id, ready, run, timeout, created, hold = string.match(raw, '^(.-)|(.-)|(.-)|(.-)|(.-)|(.-)$')
+  return {id = id, ready = tonumber(ready), run = tonumber(run), timeout = tonumber(timeout),
+          created = tonumber(created), hold = tonumber(hold)}
+end
+local busy, last = {}, -1e300
+local started = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'WITHSCORES')
+for i = 1, #started, 2 do
+  local r, s = req(started[i]), tonumber(started[i + 1])
+  if r then
+    local e = s + r.run
+    if r.run < 0 then e = r.hold end
+    if e > now then busy[#busy + 1] = e end
+    if s > last then last = s end
+  end
+end
+local waiting = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. now, '+inf')
+for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. now, '+inf')) do waiting[#waiting + 1] = m end
+table.sort(waiting)
+local free = {}
+if runners > 0 then
+  table.sort(busy)
+  free = busy
+  for i = #busy + 1, runners do free[i] = now end
+end
+local moved = {}
+for _, m in ipairs(waiting) do
+  local r = req(m)
+  if r then
+    local start = math.max(r.ready, last, now)
+    local slot = nil
+    if runners > 0 then
+      slot = 1
+      for i = 2, #free do if free[i] < free[slot] then slot = i end end
+      if free[slot] > start then start = free[slot] end
+    end
+    local before = redis.call('ZSCORE', KEYS[3], m)
+    redis.call('ZREM', KEYS[3], m)
+    redis.call('ZREM', KEYS[4], m)
+    if r.timeout >= 0 and start - r.created > r.timeout then
+      redis.call('ZADD', KEYS[4], r.created + r.timeout, m)
+      if before then moved[#moved + 1] = {r.id, string.format('%.17g', start), 1} end
+    else
+      if slot then
+        if r.run < 0 then free[slot] = r.hold else free[slot] = start + r.run end
+      end
+      last = start
+      redis.call('ZADD', KEYS[3], start, m)
+      if (not before) or tonumber(before) ~= start then
+        moved[#moved + 1] = {r.id, string.format('%.17g', start), 0}
+      end
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+for i, f in ipairs(free) do redis.call('ZADD', KEYS[1], f, 'r' .. i) end
+redis.call('SET', KEYS[2], string.format('%.17g', last))
+return moved
+"""
+
 _POSITION = """
 local now = tonumber(ARGV[2])
 local ahead = 0
@@ -128,15 +214,17 @@ class SharedRunners:
     def __init__(self, client: Any, prefix: str) -> None:
         self._client = client
         self._key = {name: f"{prefix}{name}" for name in
-                     ("seq", "free", "last", "starts", "timeouts", "queued", "running")}
+                     ("seq", "free", "last", "starts", "timeouts", "queued", "running", "req")}
         self._schedule = client.register_script(_SCHEDULE)
         self._position = client.register_script(_POSITION)
         self._next_start = client.register_script(_NEXT_START)
         self._enqueue = client.register_script(_ENQUEUE)
         self._take = client.register_script(_TAKE)
+        self._reschedule = client.register_script(_RESCHEDULE)
 
-    async def schedule(self, *, created: float, ready_at: float, run: float, timeout: float | None,
-                       runners: int | None, hold_until: float, now: float) -> tuple[int, float, bool, int]:
+    async def schedule(self, request_id: str, *, created: float, ready_at: float, run: float,
+                       timeout: float | None, runners: int | None, hold_until: float,
+                       now: float) -> tuple[int, float, bool, int]:
         """Submit a time-driven request: (seq, start, times out before starting, position).
 
         It starts at ``ready_at`` or later: after every earlier start, on the first free runner,
@@ -144,10 +232,10 @@ class SharedRunners:
         """
         k = self._key
         seq, start, timed_out, position = await self._schedule(
-            keys=[k["seq"], k["free"], k["last"], k["starts"], k["timeouts"]],
+            keys=[k["seq"], k["free"], k["last"], k["starts"], k["timeouts"], k["req"]],
             args=[_num(ready_at), -1 if math.isinf(run) else _num(run),
                   -1 if timeout is None else _num(timeout), runners or 0, _num(created),
-                  _num(hold_until), _num(now), KEEP])
+                  _num(hold_until), _num(now), KEEP, request_id])
         return int(seq), float(start), bool(int(timed_out)), int(position)
 
     async def position(self, seq: int, now: float) -> int:
@@ -178,6 +266,15 @@ class SharedRunners:
 
     async def release(self, request_id: str) -> None:
         await self._client.zrem(self._key["running"], request_id)
+
+    async def cancel_and_reschedule(self, seq: int, *, now: float,
+                                    runners: int | None) -> list[tuple[str, float, bool]]:
+        """A time-driven request leaves the line: (id, start, times out) of each request behind
+        it whose start moved (the caller rewrites their timelines)."""
+        k = self._key
+        moved = await self._reschedule(keys=[k["free"], k["last"], k["starts"], k["timeouts"], k["req"]],
+                                       args=[member(seq), _num(now), runners or 0])
+        return [(_text(rid), float(start), bool(int(out))) for rid, start, out in moved]
 
     async def cancel(self, request_id: str, seq: int) -> None:
         """A request leaves the line (and its runner, when poll-driven)."""

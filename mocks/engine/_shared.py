@@ -23,8 +23,9 @@ Keys (namespace ``igc:<provider>:``, so several mocks share one Redis database):
 ``live``               the store's bound: live tasks by expiry (see ``_store_redis``)
 ``shelf:<name>:<key>`` a provider's record beside its tasks (``MockServer.shelf``: Dify's
                        tool files, uploads, stop ids), expiring with the task retention
-``ended``              pub/sub channel: a task ended early (a stop) through one worker, so the
-                       others wake the answers and streams waiting on it
+``ended``              pub/sub channel: a task ended early (a stop) or rescheduled (fal's line
+                       after a cancel) through one worker, so the others wake or re-arm what
+                       waits on it
 ``q:<name>:*``         a runner queue (fal's, see ``_runners``)
 ``count:<name>``       a provider's numbering (``MockServer.counter``: Dify's sequence_number)
 =====================  ============================================================
@@ -61,7 +62,8 @@ from ._journal import Exchange, Journal
 from ._ratelimit import RateLimiter
 from ._redact import redact_url
 from ._runners import SharedRunners
-from ._store_redis import SESSION, RedisTaskStore, Session, current
+from ._store_redis import SESSION, RedisTaskStore, Session, current, decode_task, encode_task
+from ._tasks import Task
 
 if TYPE_CHECKING:
     from ._server import MockServer
@@ -414,14 +416,41 @@ class Shared:
                     await pubsub.aclose()
 
     def _heard_ended(self, raw: bytes) -> None:
-        task_id, state, at = json.loads(raw)
+        kind, task_id, *rest = json.loads(raw)
         store = self.server.tasks
         assert isinstance(store, RedisTaskStore)
         task = store._mem._tasks.get(task_id)  # only this worker's own instance, if it has one
-        if task is not None and task.ended is None:
-            task.ended = (state, float(at))
-        if task is not None:
-            self.server.provider.on_ended(task)
+        if task is None:
+            return
+        if kind == "task":  # its timeline moved: take the new one, keep what this worker counted
+            fresh = decode_task(rest[0], task.polls, task._terminal_at, self.server.provider.decode_data)
+            for name in ("states", "durations", "polls_needed", "data", "ended"):
+                setattr(task, name, getattr(fresh, name))
+            self.server.provider.on_rescheduled(task)
+            return
+        if task.ended is None:
+            task.ended = (rest[0], float(rest[1]))
+        self.server.provider.on_ended(task)
+
+    async def load_tasks(self, ids: list[str]) -> dict[str, Task]:
+        """Load more tasks into this request's session (a handler that finds it must change
+        others: fal's line after a cancel); they are written back with the request."""
+        session = current()
+        if session is None:
+            raise RuntimeError("load_tasks() is for a handler, inside its request")
+        store = self.server.tasks
+        assert isinstance(store, RedisTaskStore)
+        async with self.client.pipeline(transaction=False) as pipe:
+            wanted = store.queue_load(pipe, ids)
+            rows = await pipe.execute()
+        store.apply_load(session, wanted, rows)
+        return {i: session.loaded[i] for i in wanted if i in session.loaded}
+
+    def announce(self, task: Task) -> None:
+        """Tell the other workers this request changed ``task``'s timeline (with its answer)."""
+        session = current()
+        if session is not None and task not in session.changed:
+            session.changed.append(task)
 
     async def aclose(self) -> None:
         self._closing = True  # the poll loop also stops by itself, should a cancel be swallowed
@@ -604,7 +633,10 @@ class Shared:
                     pipe.set(self._shelf_key(name, key), self.server.shelves[name].dump(value), ex=ttl)
             for task in session.ended:
                 assert task.ended is not None
-                pipe.publish(self.keys.ended, json.dumps([task.id, *task.ended]))
+                pipe.publish(self.keys.ended, json.dumps(["ended", task.id, *task.ended]))
+            for task in session.changed:
+                pipe.publish(self.keys.ended, json.dumps(["task", task.id, encode_task(
+                    task, self.server.provider.encode_data)]))
             for exchange in exchanges:
                 # EVAL, not EVALSHA: a Redis restarted empty has no script cache to miss.
                 pipe.eval(_JOURNAL_PUSH, 2, self.keys.journal, self.keys.journal_seq,

@@ -59,6 +59,7 @@ class Session:
     shelf: dict[tuple[str, str], Any] = field(default_factory=dict)  # records loaded (None: absent)
     shelved: list[tuple[str, str, Any]] = field(default_factory=list)  # records written
     ended: list[Task] = field(default_factory=list)  # tasks this request ended early
+    changed: list[Task] = field(default_factory=list)  # tasks whose timeline it moved (announce)
 
 
 def current() -> Session | None:

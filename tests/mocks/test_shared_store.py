@@ -485,3 +485,52 @@ async def test_dify_numbers_its_runs_in_one_sequence_across_workers(pair: Pair) 
     first = await response.body.__anext__()
     await response.body.aclose()
     assert sse_data([first])[0]["data"]["sequence_number"] == 1  # a reset starts it again
+
+
+async def test_fal_cancel_through_one_brings_the_starts_behind_forward_on_both(pair: Pair) -> None:
+    a, b = await pair("fal", clock="manual", seed=4, options={"runners": "1"})
+    ids = [(await fal_submit((a, b)[i % 2], f"p{i}"))["request_id"] for i in range(5)]
+
+    async def view(server: MockServer, rid: str) -> Any:
+        return body(await server.request("GET", f"/__mock/tasks/{rid}"))
+
+    def end(seen: Any) -> float:
+        return float(seen["created_at"] + seen["data"]["queue_wait"] + seen["data"]["run_seconds"])
+
+    last_before = end(await view(a, ids[4]))
+    runs = [(await view(b, rid))["data"]["run_seconds"] for rid in ids[1:3]]
+    for rid in ids[1:3]:  # one runner, everyone queued: each cancel frees its whole run
+        cancelled = await b.request("PUT", f"/fal-ai/flux-1/requests/{rid}/cancel", headers=FAL,
+                                    role="queue")
+        assert body(cancelled) == {"status": "OK"}
+    for server in (a, b):
+        assert end(await view(server, ids[4])) == pytest.approx(last_before - sum(runs), abs=1e-6)
+    running_most = 0
+    for step in range(80):
+        seen = [await fal_status((a, b)[step % 2], rid) for rid in ids]
+        running_most = max(running_most, sum(1 for s in seen if s["status"] == "IN_PROGRESS"))
+        if all(s["status"] == "COMPLETED" for s in seen):
+            break
+        await a.request("POST", "/__mock/clock/advance", json={"seconds": 0.5})
+    assert running_most == 1 and all(s["status"] == "COMPLETED" for s in seen)
+
+
+async def test_fal_webhook_of_a_request_moved_forward_by_a_cancel_elsewhere_comes_at_its_new_end(
+    pair: Pair, receiver: Any
+) -> None:
+    a, b = await pair("fal", clock="manual", seed=4, options={"runners": "1"})
+    first = (await fal_submit(b, "p0"))["request_id"]
+    hooked = await a.request("POST", "/fal-ai/flux-1/dev", json={"prompt": "p1"}, headers=FAL,
+                             query={"fal_webhook": receiver.url}, role="queue")
+    request_id = body(hooked)["request_id"]
+    await b.request("PUT", f"/fal-ai/flux-1/requests/{first}/cancel", headers=FAL, role="queue")
+    seen = body(await b.request("GET", f"/__mock/tasks/{request_id}"))
+    new_end = seen["created_at"] + seen["data"]["queue_wait"] + seen["data"]["run_seconds"]
+    now = body(await a.request("GET", "/__mock/clock"))["now"]
+    # At the new end, seconds before the old one, the webhook is sent, once (A, which took the
+    # request, heard of its new timeline; B, which moved it, waits for that end too).
+    await b.request("POST", "/__mock/clock/advance", json={"seconds": new_end - now + 0.01})
+    delivered = await asyncio.wait_for(receiver.queue.get(), 5)
+    assert delivered["request_id"] == request_id and delivered["status"] == "OK"
+    deliveries = body(await a.request("GET", "/__mock/deliveries"))["deliveries"]
+    assert [d["reference"] for d in deliveries] == [request_id]
