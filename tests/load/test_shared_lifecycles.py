@@ -14,7 +14,7 @@ from imagegen_conformance.mocks.engine import share
 pytestmark = pytest.mark.soak  # `python -m pytest -q -m soak`; CI runs it after the default suite
 
 
-@pytest.mark.parametrize("provider", ["cloudsway", "acedata", "fal", "yunyx"])
+@pytest.mark.parametrize("provider", ["cloudsway", "acedata", "fal", "yunyx", "dify"])
 async def test_lifecycles_on_the_shared_store_end_as_in_memory(
     provider: str, redis_url: str, flows: dict[str, Any]
 ) -> None:
