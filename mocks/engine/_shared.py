@@ -406,8 +406,12 @@ class Shared:
                 await pubsub.subscribe(self.keys.ended)
                 while not self._closing:
                     message = await pubsub.get_message(timeout=1.0)
-                    if message is not None:
+                    if message is None:
+                        continue
+                    try:
                         self._heard_ended(message["data"])
+                    except Exception as exc:  # a provider's hook that fails must surface, not stop this
+                        self.server.errors.append(f"{self.keys.ended} message: {exc!r}")
             except (RedisError, OSError) as exc:
                 self._lost(exc)
                 await asyncio.sleep(0.2)
