@@ -74,6 +74,10 @@ class DifyProvider(DifyRuns):
         stoppable = task is not None and (
             task.data["streaming"] or self.option("stop_blocking") == "true"
         )
+        if task is not None and self._seed_release and call.body["user"] != task.data["user"]:
+            # [V] the seed's release: AppQueueManager.set_stop_flag ignores a stop from another
+            # end user; later ones stop regardless (set_stop_flag_no_user_check).
+            stoppable = False
         if task is not None and stoppable:
             self._stop_run(task, call.now)
         return restful({"result": "success"})

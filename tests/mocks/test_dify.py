@@ -501,7 +501,8 @@ async def test_stop_and_blocking_runs(option: str, expected: str) -> None:
     server.clock.advance(5)
     (task,) = list(server.tasks)
     stop = await server.request(
-        "POST", f"/v1/workflows/tasks/{task.data['task_id']}/stop", json={"user": "x"}, headers=AUTH
+        "POST", f"/v1/workflows/tasks/{task.data['task_id']}/stop", json={"user": SEED_BODY["user"]},
+        headers=AUTH,
     )
     assert stop.json_body() == {"result": "success"}
     await settle()
@@ -510,6 +511,33 @@ async def test_stop_and_blocking_runs(option: str, expected: str) -> None:
     assert data["status"] == expected
     if expected == "stopped":
         assert data["error"] == "Stopped by user." and data["outputs"] is None
+
+
+@pytest.mark.parametrize(("release", "expected"), [("seed", "succeeded"), ("current", "stopped")])
+async def test_a_stop_from_another_user(release: str, expected: str) -> None:
+    """[V] the seed's set_stop_flag ignores another end user's stop; later releases stop anyway."""
+    server = manual(options={"release": release})
+    body = {**SEED_BODY, "response_mode": "streaming"}
+    response = await server.request("POST", RUN, json=body, headers=AUTH)
+    assert not isinstance(response.body, bytes)
+    stream = response.body
+    (task,) = list(server.tasks)
+    stop = await server.request(
+        "POST", f"/v1/workflows/tasks/{task.data['task_id']}/stop", json={"user": "mallory"},
+        headers=AUTH,
+    )
+    assert stop.json_body() == {"result": "success"}
+
+    async def read() -> list[bytes]:
+        return [chunk async for chunk in stream]
+
+    reader = asyncio.ensure_future(read())
+    for _ in range(40):
+        await settle()
+        server.clock.advance(5)
+    frames = await asyncio.wait_for(reader, 5)
+    finished = json.loads(frames[-1].removeprefix(b"data: "))
+    assert finished["event"] == "workflow_finished" and finished["data"]["status"] == expected
 
 
 # --- run detail, parameters, total_steps -----------------------------------------------
