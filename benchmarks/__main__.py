@@ -5,6 +5,7 @@
 Measurements (issue 9), each next to a baseline measured in the same run where one applies:
   throughput  create+poll of the Cloudsway mock vs a bare aiohttp handler
   polls       each provider's status poll vs bare aiohttp serving the same bytes (target >= 0.7)
+  runs        yunyx generation (>= 0.6) and Dify streaming run (>= 0.5) vs the same bytes bare
   latency     100 pollers with 50 ms injected latency vs the ideal 2,000/s    (target >= 90%)
   proxy       the validating proxy's added latency, median and p99           (target median < 1 ms)
   streams     1,000 Dify SSE streams: memory per stream, pings on time
@@ -38,7 +39,7 @@ from rich.table import Table
 
 from . import _engine, _suite, _throughput, _workers
 
-NAMES = ("throughput", "polls", "latency", "proxy", "streams", "tasks", "bound", "million", "images",
+NAMES = ("throughput", "polls", "runs", "latency", "proxy", "streams", "tasks", "bound", "million", "images",
          "catalogue", "startup", "workers", "storecost", "lifecycles")
 
 
@@ -76,6 +77,15 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
                          f"{p['rps']:.0f} ({p['per_cpu_second']:.0f} per CPU-s)",
                          f"{p['ratio_rps']:.2f}", f"≥ {r['target']:.2f}",
                          _mark(p["ratio_rps"] >= r["target"])))
+    elif name == "runs":
+        for provider, what in (("yunyx", "generation"), ("dify", "streaming run")):
+            p, target = r[provider], r["targets"][provider]
+            shape = f"{p['answer_bytes']} B" + (f" in {p['chunks']} chunks" if "chunks" in p else "")
+            bare = p["bare"]
+            rows.append((f"{provider} {what} req/s, c32 ({shape}, same bytes bare)",
+                         f"{bare['rps']:.0f} ({bare['per_cpu_second']:.0f} per CPU-s)",
+                         f"{p['rps']:.0f} ({p['per_cpu_second']:.0f} per CPU-s)",
+                         f"{p['ratio_rps']:.2f}", f"≥ {target:.2f}", _mark(p["ratio_rps"] >= target)))
     elif name == "latency":
         for label, key in (("independent", "independent"), ("all in step", "in_step")):
             p = r[key]
@@ -170,6 +180,7 @@ def main() -> None:
     runs: dict[str, Callable[[], dict[str, Any]]] = {
         "throughput": lambda: _throughput.run(seconds),
         "polls": lambda: _suite.poll_throughput(seconds),
+        "runs": lambda: _suite.runs(seconds),
         "latency": lambda: _suite.latency_pollers(seconds),
         "proxy": lambda: _suite.proxy_latency(),
         "streams": lambda: _suite.dify_streams(),

@@ -5,6 +5,7 @@
 
 ``--answer FILE`` (JSON: status, headers, body_b64) makes the bare handler answer every request
 with those captured bytes and headers, as they are: the fairest baseline for a mock's answer.
+With ``chunks_b64`` instead of ``body_b64`` it writes those chunks as a chunked stream.
 
 Each prints one JSON line, ``{"role": url, ...}``, once it accepts connections.
 """
@@ -36,6 +37,29 @@ def captured_app(answer: dict[str, object]) -> web.Application:
     async def anything(request: web.Request) -> web.Response:
         await request.read()
         return web.Response(body=body, status=status, headers=headers)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", anything)
+    return app
+
+
+def captured_stream_app(answer: dict[str, object]) -> web.Application:
+    """A bare aiohttp handler writing one captured stream's chunks as they came (chunked)."""
+    import base64
+
+    chunks = [base64.b64decode(c) for c in answer["chunks_b64"]]  # type: ignore[attr-defined]
+    status = int(str(answer["status"]))
+    headers = [(str(k), str(v)) for k, v in answer["headers"]]  # type: ignore[attr-defined]
+
+    async def anything(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        stream = web.StreamResponse(status=status, headers=headers)
+        stream.enable_chunked_encoding()
+        await stream.prepare(request)
+        for chunk in chunks:
+            await stream.write(chunk)
+        await stream.write_eof()
+        return stream
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", anything)
@@ -77,7 +101,8 @@ async def main() -> None:
         app = bare_app()
         if args.answer:
             with open(args.answer) as f:
-                app = captured_app(json.load(f))
+                captured = json.load(f)
+            app = captured_stream_app(captured) if "chunks_b64" in captured else captured_app(captured)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -90,6 +90,30 @@ async def _capture(url: str, req: bytes) -> dict[str, Any]:
             "bytes": length}
 
 
+async def _capture_stream(url: str, req: bytes) -> dict[str, Any]:
+    """One chunked answer's status, headers and chunks, as the mock sent them."""
+    import base64
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(req)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:] if ":" in line]
+    chunks: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            await reader.readuntil(b"\r\n")
+            break
+        chunks.append((await reader.readexactly(size + 2))[:-2])
+    writer.close()
+    return {"status": int(lines[0].split()[1]), "chunks_b64": [base64.b64encode(c).decode() for c in chunks],
+            "headers": [[k, v] for k, v in headers if k.lower() not in _OWN_HEADERS],
+            "bytes": sum(len(c) for c in chunks), "chunks": len(chunks)}
+
+
 def loadgen_name() -> str:
     """Which load generator the throughput figures come from."""
     if wrk_path():
@@ -146,6 +170,60 @@ def poll_throughput(seconds: float, concurrency: int = 32, rounds: int = 3) -> d
         figures["ratio_capacity"] = figures["per_cpu_second"] / baseline["per_cpu_second"]
         out["providers"][provider] = figures
     out["providers"]["yunyx"] = None  # synchronous: no status endpoint to poll
+    return out
+
+
+def _side_by_side(srv: ServerProcess, reqs: list[bytes], answer: dict[str, Any], seconds: float,
+                  concurrency: int, rounds: int) -> dict[str, Any]:
+    """The mock and a bare handler answering ``answer``, loaded in interleaved rounds (medians)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(answer, f)
+    try:
+        with ServerProcess("bare", "--answer", f.name) as bare:
+            _load(srv, reqs, 0.5, concurrency)  # warm-up
+            _load(bare, reqs, 0.5, concurrency)
+            mine, theirs = [], []
+            for _ in range(rounds):
+                mine.append(_load(srv, reqs, seconds, concurrency))
+                theirs.append(_load(bare, reqs, seconds, concurrency))
+    finally:
+        os.unlink(f.name)
+    figures: dict[str, Any] = _median(mine)
+    figures["bare"] = _median(theirs)
+    figures["ratio_rps"] = figures["rps"] / figures["bare"]["rps"]
+    figures["ratio_capacity"] = figures["per_cpu_second"] / figures["bare"]["per_cpu_second"]
+    return figures
+
+
+def runs(seconds: float, concurrency: int = 32, rounds: int = 3) -> dict[str, Any]:
+    """A yunyx generation and a Dify streaming run vs bare aiohttp answering the same bytes/chunks.
+
+    Both wait on the provider's clock (yunyx: the inference time; Dify: each node's time), run
+    here at a million times real time so that the wait is microseconds and what is measured is
+    the work of answering. The baseline answers the mock's own captured answer: one body for
+    yunyx; for Dify the same SSE chunks, written one by one as a chunked stream.
+    """
+    out: dict[str, Any] = {"loadgen": loadgen_name(), "targets": {"yunyx": 0.6, "dify": 0.5}}
+    scale = "1000000"
+    with ServerProcess("mock", "yunyx", "--time-scale", scale) as srv:
+        body = json.dumps({"model": "FLUX.1-schnell", "prompt": "a fox", "image_size": "1024x1024"}).encode()
+        headers = {"Authorization": AUTH["yunyx"], **JSON}
+        reqs = [request_bytes(f"{srv.url}/v1/images/generations", "POST", headers, body)]
+        answer = asyncio.run(_capture(srv.url, reqs[0]))
+        assert answer["status"] == 200, answer
+        figures = _side_by_side(srv, reqs, answer, seconds, concurrency, rounds)
+        figures["answer_bytes"] = answer["bytes"]
+        out["yunyx"] = figures
+    with ServerProcess("mock", "dify", "--time-scale", scale) as srv:
+        body = json.dumps({"inputs": {"prompt": "a fox"}, "response_mode": "streaming", "user": "b"}).encode()
+        headers = {"Authorization": AUTH["dify"], **JSON}
+        reqs = [request_bytes(f"{srv.url}/v1/workflows/run", "POST", headers, body)]
+        answer = asyncio.run(_capture_stream(srv.url, reqs[0]))
+        assert answer["status"] == 200, answer
+        figures = _side_by_side(srv, reqs, answer, seconds, concurrency, rounds)
+        figures["answer_bytes"] = answer["bytes"]
+        figures["chunks"] = answer["chunks"]
+        out["dify"] = figures
     return out
 
 

@@ -22,18 +22,23 @@ class LinkSigner:
 
     def __init__(self, secret: bytes) -> None:
         self._secret = secret
+        self._key_ids: dict[tuple[str, int], str] = {}
 
     def digest(self, message: str, algorithm: str = "sha256") -> bytes:
-        # surrogatepass: a client may send any query string, lone surrogates included
-        return hmac.new(self._secret, message.encode(errors="surrogatepass"), algorithm).digest()
+        # surrogatepass: a client may send any query string, lone surrogates included.
+        # hmac.digest: OpenSSL's one-shot HMAC, the same bytes as hmac.new(...).digest().
+        return hmac.digest(self._secret, message.encode(errors="surrogatepass"), algorithm)
 
     def b64(self, message: str, algorithm: str = "sha256") -> str:
         """Standard base64 (OSS's ``Signature``: HMAC-SHA1, then base64)."""
         return base64.b64encode(self.digest(message, algorithm)).decode()
 
     def key_id(self, prefix: str, length: int) -> str:
-        """A stable access-key id derived from the secret (never the secret itself)."""
-        return prefix + self.hex("access-key-id")[:length]
+        """A stable access-key id derived from the secret (never the secret itself); made once."""
+        known = self._key_ids.get((prefix, length))
+        if known is None:
+            known = self._key_ids[prefix, length] = prefix + self.hex("access-key-id")[:length]
+        return known
 
     def hex(self, message: str) -> str:
         return self.digest(message).hex()
