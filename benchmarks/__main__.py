@@ -6,6 +6,7 @@ Measurements (issue 9), each next to a baseline measured in the same run where o
   throughput  create+poll of the Cloudsway mock vs a bare aiohttp handler
   polls       each provider's status poll vs bare aiohttp serving the same bytes (target >= 0.7)
   runs        yunyx generation (>= 0.6) and Dify streaming run (>= 0.5) vs the same bytes bare
+  wiremock    the Cloudsway poll vs WireMock with a journal of 10,000, same answer (target >= 5x)
   latency     100 pollers with 50 ms injected latency vs the ideal 2,000/s    (target >= 90%)
   proxy       the validating proxy's added latency, median and p99           (target median < 1 ms)
   streams     10,000 Dify SSE streams: opened < 5 s, every ping within 10%, memory per stream
@@ -37,10 +38,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from . import _engine, _suite, _throughput, _workers
+from . import _engine, _suite, _throughput, _wiremock, _workers
 
-NAMES = ("throughput", "polls", "runs", "latency", "proxy", "streams", "tasks", "bound", "million", "images",
-         "catalogue", "startup", "workers", "storecost", "lifecycles")
+NAMES = ("throughput", "polls", "runs", "wiremock", "latency", "proxy", "streams", "tasks", "bound",
+         "million", "images", "catalogue", "startup", "workers", "storecost", "lifecycles")
 
 
 def _machine() -> str:
@@ -86,6 +87,16 @@ def _rows(name: str, r: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
                          f"{bare['rps']:.0f} ({bare['per_cpu_second']:.0f} per CPU-s)",
                          f"{p['rps']:.0f} ({p['per_cpu_second']:.0f} per CPU-s)",
                          f"{p['ratio_rps']:.2f}", f"≥ {target:.2f}", _mark(p["ratio_rps"] >= target)))
+    elif name == "wiremock":
+        if "skipped" in r:
+            rows.append(("cloudsway poll vs WireMock (journal 10,000)", "", r["skipped"], "", "≥ 5x", ""))
+        else:
+            w, m = r["wiremock"], r["mock"]
+            rows.append((f"cloudsway poll req/s, c32, journal {r['journal']:,} (WireMock: "
+                         f"{r['wiremock_journal_entries']:,} held)",
+                         f"WireMock {w['rps']:.0f} ({w['per_cpu_second']:.0f} per CPU-s)",
+                         f"{m['rps']:.0f} ({m['per_cpu_second']:.0f} per CPU-s)", f"{r['ratio_rps']:.1f}x",
+                         "≥ 5x", _mark(r["ratio_rps"] >= r["target"])))
     elif name == "latency":
         for label, key in (("independent", "independent"), ("all in step", "in_step")):
             p = r[key]
@@ -187,6 +198,7 @@ def main() -> None:
         "throughput": lambda: _throughput.run(seconds),
         "polls": lambda: _suite.poll_throughput(seconds),
         "runs": lambda: _suite.runs(seconds),
+        "wiremock": lambda: _wiremock.versus(seconds),
         "latency": lambda: _suite.latency_pollers(seconds),
         "proxy": lambda: _suite.proxy_latency(),
         "streams": lambda: _suite.dify_streams(),

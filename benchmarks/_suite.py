@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -122,7 +122,16 @@ def loadgen_name() -> str:
     return "Python (benchmarks/_loadgen.py; install Debian's wrk for a compiled one)"
 
 
-def _load(server: ServerProcess, reqs: list[bytes], seconds: float, concurrency: int) -> dict[str, float]:
+class _Target(Protocol):
+    """A server under load: where it listens, and its CPU time so far."""
+
+    @property
+    def url(self) -> str: ...
+
+    def cpu(self) -> float: ...
+
+
+def _load(server: _Target, reqs: list[bytes], seconds: float, concurrency: int) -> dict[str, float]:
     cpu0 = server.cpu()
     if wrk_path():
         result = wrk_hammer(server.url, reqs, concurrency=concurrency, seconds=seconds)
