@@ -174,10 +174,10 @@ def scenario_scale(
     whose correct ending is giving up runs at x1000 (a correct client waits minutes); any other
     runs as fast as the pacing it judges (:func:`judged_gaps`) allows, at most x100: the
     client's real ``overhead`` per request (25 ms for a process, 5 ms for a callable in this
-    process) plus a 10 ms pause must stay below 70 % of the shortest judged gap, so a tight
-    loop is always seen there. ``slowdown`` (:func:`machine_slowdown`) divides every chosen
-    scale on a loaded machine, where a client's overhead per request (and the margin of a
-    deadline) grows the same way.
+    process; 25 ms for the requests within a deadline, whoever makes them) plus a 10 ms pause
+    must stay below 70 % of the shortest judged gap, so a tight loop is always seen there.
+    ``slowdown`` (:func:`machine_slowdown`) divides every chosen scale on a loaded machine,
+    where a client's overhead per request (and the margin of a deadline) grows the same way.
     """
     if requested is not None:
         return requested
@@ -186,10 +186,13 @@ def scenario_scale(
         return max(1.0, round(scenario.time_scale / slowdown, 1))
     if scenario.expect.outcome == "gives_up":
         return max(1.0, round(GIVES_UP_SCALE / slowdown, 1))
-    gaps = judged_gaps(contract, scenario).values()
+    gaps = judged_gaps(contract, scenario)
     if not gaps:
         return DEFAULT_TIME_SCALE
-    pacing = pacing_scale(min(gaps), overhead) / slowdown
+    # A deadline's margin is for the whole round trip of a correct client on a loaded machine
+    # (a stall of the event loop counts as much as CPU), so it keeps a process's overhead.
+    pacing = min(pacing_scale(gap, CLIENT_OVERHEAD if rule == "scenario.deadline" else overhead)
+                 for rule, gap in gaps.items()) / slowdown
     return max(1.0, min(DEFAULT_TIME_SCALE, round(pacing, 1)))
 
 

@@ -6,6 +6,7 @@ import itertools
 import json
 import shutil
 import socket
+import statistics
 import struct
 import subprocess
 import sys
@@ -47,14 +48,17 @@ async def test_a_real_second_sleep_is_a_provider_second_and_the_client_reads_pro
     polls = [e for e in result.exchanges if e.operation == "getImageTask"]
     gaps = [b.provider_time - a.provider_time for a, b in itertools.pairwise(polls)]
     assert gaps and all(g >= 0.98 for g in gaps)
-    # The client's own time.time() at each request is the mock's provider time of that request
-    # (within the client's own overhead of a few real ms, times the scale).
+    # The client's own time.time() at each request is the mock's provider time of that request:
+    # never after it (the client reads its clock, then sends), and behind it by the client's
+    # own overhead times the scale. A stall of a loaded machine only widens one request's lag,
+    # so the typical (median) lag is judged; a client in real time would fall behind by the
+    # frame's lead, seconds by the middle of the run.
     assert result.result is not None
     sent = result.result.output["clock"]
     api = [e for e in result.exchanges if e.operation in ("createImageTask", "getImageTask")]
-    slack = 0.1 * result.frame.scale
-    for theirs, exchange in zip(sent, api, strict=True):
-        assert abs(exchange.provider_time - theirs) < slack
+    scale = result.frame.scale
+    lags = [exchange.provider_time - theirs for theirs, exchange in zip(sent, api, strict=True)]
+    assert min(lags) > -0.01 * scale and statistics.median(lags) < 0.1 * scale, (scale, lags)
 
 
 @needs_faketime

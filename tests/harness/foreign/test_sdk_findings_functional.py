@@ -29,7 +29,8 @@ def test_fal_client_retries_a_429_without_reading_retry_after(imagegen_run_cli: 
     assert imagegen_run_cli.rules(scenario) == {"client.retry-after"}, imagegen_run_cli.explain(scenario)
     (deviation,) = scenario["deviations"]
     assert deviation["expected"] == ">= 1 s"
-    assert float(deviation["actual"].removesuffix(" s")) < 0.5  # its backoff, 0.1-0.2 s
+    # Its backoff, 0.1-0.2 s, plus its round trip at x27.6 (22 real ms is 0.6 provider s).
+    assert float(deviation["actual"].removesuffix(" s")) < 0.8
 
 
 @pytest.mark.parametrize(("scenario", "expected"), [
@@ -54,6 +55,9 @@ def test_acedatacloud_retries_a_500_sooner_than_the_contract_backoff(imagegen_ru
     scenario = result["transient-poll-500"]
     assert imagegen_run_cli.rules(scenario) == {"client.retries-transient"}, \
         imagegen_run_cli.explain(scenario)
+    # The first wait (1-1.5 s) is flagged however loaded the machine: 1.5 provider s of margin
+    # is 18 real ms of round trip at x83.6. The second (2-2.5 s) has 0.5 s (6 ms) at worst,
+    # so a stalled round trip may lift it past 3 s: it is checked when it is reported.
     gaps = sorted(float(d["actual"].removesuffix(" s")) for d in scenario["deviations"])
-    assert len(gaps) == 2 and all(d["expected"] == ">= 3 s" for d in scenario["deviations"])
-    assert 1.0 <= gaps[0] < 2.0 <= gaps[1] < 3.0, gaps
+    assert all(d["expected"] == ">= 3 s" for d in scenario["deviations"])
+    assert 1 <= len(gaps) <= 2 and 1.0 <= gaps[0] < 2.0 and all(g < 3.0 for g in gaps), gaps
