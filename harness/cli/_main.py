@@ -363,8 +363,8 @@ def check(provider: str, target: str | None, max_examples: int, api_key: str | N
               help="Exit 1 when a deviation at or above this severity is found.")
 @click.option("--time-scale", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Provider time speed-up for every scenario, overriding each scenario's own. "
-                   "Default: per scenario, as fast as pacing can still be judged (x1000 for "
-                   "scenarios that end in giving up).")
+                   "Default: per scenario, as fast as the pacing it judges can still be seen "
+                   "(at most x100; x1000 for scenarios that end in giving up).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the mocks.")
 @click.option("--startup-slack", type=click.FloatRange(min=0), default=10.0, show_default=True,
               help="Real seconds a client may spend starting up, beyond the scenario's deadline.")

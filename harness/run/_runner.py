@@ -57,6 +57,10 @@ MAX_SLOWDOWN = 5.0
 #: Real seconds one measure of the machine's load serves before it is taken again.
 SLOWDOWN_MAX_AGE = 1.0
 _RATE_LIMIT = re.compile(r"^rate_limit(?::([0-9.]+))?")
+_ONCE = re.compile(r"(^|;)times=1(;|$)")
+#: A verdict that rests on one gap (a fault set ``times=1``: one 429, one 503) has no second
+#: sample to catch a fault when the machine stalls on the first: its overhead counts twice.
+ONE_GAP_MARGIN = 2.0
 
 Progress = Callable[[str, str, ScenarioResult | None], None]
 
@@ -117,6 +121,18 @@ def judged_gaps(contract: Contract, scenario: Scenario) -> dict[str, float]:
     return out
 
 
+def one_gap_rules(scenario: Scenario) -> set[str]:
+    """The rules of :func:`judged_gaps` whose evidence is a single gap: a fault set once."""
+    out: set[str] = set()
+    for spec in scenario.faults:
+        if _ONCE.search(spec):
+            if _RATE_LIMIT.match(spec):
+                out.add("client.retry-after")
+            elif spec.startswith(("http:5", "reset")):
+                out.add("client.retries-transient")
+    return out
+
+
 def timing_thresholds(contract: Contract, scenario: Scenario) -> list[float]:
     """The provider-second gaps the scenario judges (the values of :func:`judged_gaps`)."""
     return list(judged_gaps(contract, scenario).values())
@@ -174,7 +190,8 @@ def scenario_scale(
     whose correct ending is giving up runs at x1000 (a correct client waits minutes); any other
     runs as fast as the pacing it judges (:func:`judged_gaps`) allows, at most x100: the
     client's real ``overhead`` per request (25 ms for a process, 5 ms for a callable in this
-    process; 25 ms for the requests within a deadline, whoever makes them) plus a 10 ms pause
+    process; 25 ms for the requests within a deadline, whoever makes them; twice as much where
+    one gap is all the evidence, see :func:`one_gap_rules`) plus a 10 ms pause
     must stay below 70 % of the shortest judged gap, so a tight loop is always seen there.
     ``slowdown`` (:func:`machine_slowdown`) divides every chosen scale on a loaded machine,
     where a client's overhead per request (and the margin of a deadline) grows the same way.
@@ -189,10 +206,16 @@ def scenario_scale(
     gaps = judged_gaps(contract, scenario)
     if not gaps:
         return DEFAULT_TIME_SCALE
-    # A deadline's margin is for the whole round trip of a correct client on a loaded machine
-    # (a stall of the event loop counts as much as CPU), so it keeps a process's overhead.
-    pacing = min(pacing_scale(gap, CLIENT_OVERHEAD if rule == "scenario.deadline" else overhead)
-                 for rule, gap in gaps.items()) / slowdown
+    once = one_gap_rules(scenario)
+
+    def cost(rule: str) -> float:
+        # A deadline's margin is for the whole round trip of a correct client on a loaded
+        # machine (a stall of the event loop counts as much as CPU): a process's overhead.
+        if rule == "scenario.deadline":
+            return CLIENT_OVERHEAD
+        return overhead * (ONE_GAP_MARGIN if rule in once else 1.0)
+
+    pacing = min(pacing_scale(gap, cost(rule)) for rule, gap in gaps.items()) / slowdown
     return max(1.0, min(DEFAULT_TIME_SCALE, round(pacing, 1)))
 
 

@@ -155,7 +155,8 @@ def test_the_scale_follows_what_the_scenario_judges() -> None:
     assert judged_gaps(fal, fal.scenario("transient-status-503")) == {"client.retries-transient": 0.1}
     assert judged_gaps(fal, fal.scenario("model-error")) == {"scenario.deadline": 6.0}
     assert scenario_scale(fal, fal.scenario("happy-path")) == 2.4
-    assert scenario_scale(fal, fal.scenario("rate-limited-submit")) == 27.6
+    # One 429 is one gap: no second chance if the machine stalls on it, so twice the margin.
+    assert scenario_scale(fal, fal.scenario("rate-limited-submit")) == 13.8
     assert scenario_scale(fal, fal.scenario("model-error")) == 100
     # A callable in this process costs 5 ms a request, not a process's 25: five times faster.
     assert scenario_scale(fal, fal.scenario("happy-path"), overhead=IN_PROCESS_OVERHEAD) == 12
@@ -165,10 +166,11 @@ def test_the_scale_follows_what_the_scenario_judges() -> None:
 
 @needs_faketime
 async def test_a_tight_loop_where_polling_is_not_judged_is_reported_not_judged_not_passed() -> None:
-    # task-fails judges the error and its deadline: at x100, 25 ms of CPU is 2.5 provider s, so
-    # the loop's gaps look long enough; the report says the poll interval was not judged.
+    # task-fails judges the error and its deadline: at x100 (x20 on the most loaded machine),
+    # 25 ms of CPU is 2.5 (0.5) provider s, so the loop's gaps look long enough for the 0.5 s
+    # minimum; the report says the poll interval was not judged.
     result = await run(realtime("--pause", "0", "--cpu-ms", "25"), "task-fails")
-    assert result.time_scale == 100 and [d.rule for d in result.deviations] == []
+    assert result.time_scale >= 20 and [d.rule for d in result.deviations] == []
     [note] = result.not_judged
     assert note.rule == "client.poll-interval" and "--time-scale" in note.reason
 
