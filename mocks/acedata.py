@@ -109,12 +109,13 @@ class AceDataProvider(Provider):
             task = call.tasks.get(body["id"])
             if task is None:
                 return self.error(request, 404, "not_found", f"The task {body['id']} does not exist.")
-            if task.is_terminal(call.now):  # a finished task's record never changes again
-                task.poll(call.now)  # counted whether the record is made or kept
-                def record() -> MockResponse:
-                    return MockResponse.json(self._record(task, call, count=False))
+            state = task.poll(call.now)  # counted once, whether the record is made or kept
+
+            def record() -> MockResponse:
+                return MockResponse.json(self._record(task, call, count=False))
+            if state in task.terminal:  # a finished task's record never changes again
                 return call.answer_once(task, record)
-            return MockResponse.json(self._record(task, call))
+            return record()
         found = [t for t in (call.tasks.get(i) for i in body.get("ids", [])) if t is not None]
         if "ids" not in body:
             # A listing (Nexior's, [V]) shows the caller's own tasks, newest first.

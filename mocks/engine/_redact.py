@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qsl, urlencode
 
 if TYPE_CHECKING:
@@ -53,7 +53,11 @@ _SECRET_IN_TEXT = re.compile(
 
 def redact_headers(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> dict[str, str]:
     """Header values that carry secrets keep only their scheme: ``Bearer <redacted>``."""
-    items = headers.items() if isinstance(headers, Mapping) else headers
+    # keys(): a mapping (dict, multidict); anything else is (name, value) pairs. Not an ABC
+    # check: this runs twice per request.
+    items = cast("Iterable[tuple[str, str]]", headers)
+    if hasattr(headers, "keys"):
+        items = cast("Mapping[str, str]", headers).items()
     out: dict[str, str] = {}
     known = _SECRET_NAME
     for name, value in items:

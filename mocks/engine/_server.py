@@ -523,7 +523,7 @@ class MockServer:
             method=request.method,
             path=request.path,
             query=redact_query(request.query.items()),
-            request_headers=redact_headers(request.headers.items()),
+            request_headers=redact_headers(request.headers),
             request_body=redact_text(body_text(request.body, request.headers.get("Content-Type"))),
             started_at=time.time(),
             provider_time=self.clock.now(),
@@ -566,7 +566,7 @@ class MockServer:
         if request.method == "HEAD" and response.action == "respond":
             await _drop_body(response)
         exchange.status = response.status if response.action == "respond" else None
-        exchange.response_headers = redact_headers(response.headers.items())
+        exchange.response_headers = redact_headers(response.headers)
         if response.is_stream:
             truncate = next((f for f in faults if f.name == "truncate"), None)
             inner = response.body
