@@ -185,3 +185,25 @@ async def test_the_journal_names_each_credential_and_follows_a_new_signing_key()
     server.secret = bytes(32)  # share() takes the key every worker uses
     await server.request("GET", "/v2/ai/ep/images/tasks/x", headers={"Authorization": "Bearer one"})
     assert server.journal.entries()[-1].key_id == key_fingerprint(bytes(32), "one") != ids[0]
+
+
+async def test_acedata_an_option_shows_in_the_kept_answer_of_the_same_poll() -> None:
+    answers = []
+    for timings in ("object", "timestamp"):
+        server = MockServer("acedata", clock="manual", seed=1, options={"timings": timings})
+        task_id = await _ace_finished(server)
+        retrieve = {"action": "retrieve", "id": task_id}
+        for _ in range(2):  # made, then kept
+            answer = await server.request("POST", "/flux/tasks", json=retrieve, headers=ACE_AUTH)
+        answers.append(answer.json_body()["response"]["data"][0]["timings"])
+    assert isinstance(answers[0], dict) and isinstance(answers[1], int)
+
+
+async def test_acedata_drift_applies_on_top_of_a_kept_post_poll() -> None:
+    server = MockServer("acedata", clock="manual", seed=1)
+    task_id = await _ace_finished(server)
+    retrieve = {"action": "retrieve", "id": task_id}
+    kept = await server.request("POST", "/flux/tasks", json=retrieve, headers=ACE_AUTH)
+    apply_drift(server, [DriftSpec.parse("drop:trace_id;op=retrieveFluxTasks")])
+    drifted = await server.request("POST", "/flux/tasks", json=retrieve, headers=ACE_AUTH)
+    assert "trace_id" in kept.json_body() and "trace_id" not in drifted.json_body()
