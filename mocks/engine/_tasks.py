@@ -372,7 +372,10 @@ class MemoryTaskStore:
         return (now if done is None else done) + self._retention
 
     def _file(self, task: Task, now: float) -> None:
-        second = math.ceil(self._earliest_expiry(task, now))
+        earliest = self._earliest_expiry(task, now)
+        if not math.isfinite(earliest):
+            return  # it can never expire (an endless retention)
+        second = math.ceil(earliest)
         ids = self._due.get(second)
         if ids is None:
             ids = self._due[second] = []
