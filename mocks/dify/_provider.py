@@ -64,6 +64,7 @@ class DifyProvider(DifyRuns):
         task = self._new_run(call, inputs, user, streaming)
         if streaming:
             return MockResponse.stream(self._stream(request, task), SSE_TYPE)
+        await call.flush()  # with a shared store, other workers find the run while it waits
         return await self._blocking(request, task)
 
     @route("POST", "/v1/workflows/tasks/{task_id}/stop", operation="stopWorkflowTask")

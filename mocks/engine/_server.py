@@ -179,6 +179,15 @@ class Call:
         answer.journal_text = (body, answer.headers.get("Content-Type"), text)
         return answer
 
+    async def flush(self) -> None:
+        """Write what this request changed so far to a shared store (nothing to do in memory).
+
+        For a handler about to wait long for its answer (a blocking run): the other workers
+        find its task meanwhile, to show, stop or count it.
+        """
+        if self.server.shared is not None:
+            await self.server.shared.flush()
+
     def link_times(self, task: Task | None = None) -> tuple[float, float | None]:
         """(issued, expires) for a link made now: see :meth:`MockServer.link_times`."""
         return self.server.link_times(task=task, faults=self.faults)

@@ -626,21 +626,9 @@ class Shared:
         return [spec for _, spec in sorted(fired, key=lambda item: item[0])]
 
     async def _commit(self, session: Session, response: MockResponse) -> None:
-        store = self.server.tasks
-        assert isinstance(store, RedisTaskStore)
         exchanges: list[Exchange] = session.extra.get("exchanges", [])
         async with self.client.pipeline(transaction=False) as pipe:
-            store.queue_commit(pipe, session)
-            if session.shelved:
-                ttl = self._shelf_ttl()
-                for name, key, value in session.shelved:
-                    pipe.set(self._shelf_key(name, key), self.server.shelves[name].dump(value), ex=ttl)
-            for task in session.ended:
-                assert task.ended is not None
-                pipe.publish(self.keys.ended, json.dumps(["ended", task.id, *task.ended]))
-            for task in session.changed:
-                pipe.publish(self.keys.ended, json.dumps(["task", task.id, encode_task(
-                    task, self.server.provider.encode_data)]))
+            self._queue_changes(pipe, session)
             for exchange in exchanges:
                 # EVAL, not EVALSHA: a Redis restarted empty has no script cache to miss.
                 pipe.eval(_JOURNAL_PUSH, 2, self.keys.journal, self.keys.journal_seq,
@@ -652,6 +640,35 @@ class Shared:
         if response.is_stream:
             for exchange, seq in zip(exchanges, seqs, strict=True):
                 self._on_stream_end(response, exchange, int(seq))
+
+    def _queue_changes(self, pipe: Any, session: Session) -> None:
+        """Tasks, records and announcements the request made, onto ``pipe``."""
+        store = self.server.tasks
+        assert isinstance(store, RedisTaskStore)
+        store.queue_commit(pipe, session)
+        if session.shelved:
+            ttl = self._shelf_ttl()
+            for name, key, value in session.shelved:
+                pipe.set(self._shelf_key(name, key), self.server.shelves[name].dump(value), ex=ttl)
+        for task in session.ended:
+            assert task.ended is not None
+            pipe.publish(self.keys.ended, json.dumps(["ended", task.id, *task.ended]))
+        for task in session.changed:
+            pipe.publish(self.keys.ended, json.dumps(["task", task.id, encode_task(
+                task, self.server.provider.encode_data)]))
+
+    async def flush(self) -> None:
+        """Write what this request changed so far, before its answer (``Call.flush``)."""
+        session = current()
+        if session is None:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            self._queue_changes(pipe, session)
+            if len(pipe):
+                await pipe.execute()
+        session.shelved.clear()
+        session.ended.clear()
+        session.changed.clear()
 
     def _journal_text(self, exchange: Exchange) -> str:
         # Exchange.to_dict() (dataclasses.asdict) deep-copies every field; the fields are JSON

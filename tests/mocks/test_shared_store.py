@@ -534,3 +534,24 @@ async def test_fal_webhook_of_a_request_moved_forward_by_a_cancel_elsewhere_come
     assert delivered["request_id"] == request_id and delivered["status"] == "OK"
     deliveries = body(await a.request("GET", "/__mock/deliveries"))["deliveries"]
     assert [d["reference"] for d in deliveries] == [request_id]
+
+
+async def test_a_dify_blocking_run_is_seen_and_stopped_through_the_other_while_it_waits(pair: Pair) -> None:
+    a, b = await pair("dify", clock="manual", seed=2, options={"stop_blocking": "true"})
+    pending = asyncio.ensure_future(a.request("POST", "/v1/workflows/run", headers=DIFY,
+                                              json={**DIFY_RUN, "response_mode": "blocking"}))
+    listed: list[Any] = []
+    for _ in range(300):  # until A's request has begun: then the run is in Redis while it waits
+        await asyncio.sleep(0.01)
+        listed = body(await b.request("GET", "/__mock/tasks"))["tasks"]
+        if listed:
+            break
+    (run,) = listed
+    detail = await b.request("GET", f"/v1/workflows/run/{run['id']}", headers=DIFY)
+    assert body(detail)["status"] == "running"
+    stop = await b.request("POST", f"/v1/workflows/tasks/{run['data']['task_id']}/stop",
+                           json={"user": "u"}, headers=DIFY)
+    assert body(stop) == {"result": "success"}
+    answer = await asyncio.wait_for(pending, 5)  # no clock advance: the stop through B ends it
+    assert body(answer)["data"]["status"] == "stopped"
+    assert body(await a.request("GET", f"/v1/workflows/run/{run['id']}", headers=DIFY))["status"] == "stopped"
