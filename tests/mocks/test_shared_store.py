@@ -555,3 +555,24 @@ async def test_a_dify_blocking_run_is_seen_and_stopped_through_the_other_while_i
     answer = await asyncio.wait_for(pending, 5)  # no clock advance: the stop through B ends it
     assert body(answer)["data"]["status"] == "stopped"
     assert body(await a.request("GET", f"/v1/workflows/run/{run['id']}", headers=DIFY))["status"] == "stopped"
+
+
+async def test_dify_runs_and_their_files_answer_after_every_worker_restarts(redis_url: str) -> None:
+    before = [MockServer("dify", clock="manual", seed=2) for _ in range(2)]
+    for server in before:
+        await share(server, redis_url)
+    done = await dify_blocking(before[0], before[1], DIFY_RUN)
+    for server in before:
+        await server.aclose()
+    after = MockServer("dify", clock="manual", seed=2)  # a restart: a new process, same Redis
+    await share(after, redis_url)
+    try:
+        detail = await after.request("GET", f"/v1/workflows/run/{done['workflow_run_id']}",
+                                     headers=DIFY)
+        assert body(detail)["status"] == "succeeded"
+        (item,) = [f for v in done["data"]["outputs"].values() if isinstance(v, list) for f in v]
+        url = urlsplit(item["url"])  # signed before the restart, with the key kept in Redis
+        image = await after.request("GET", url.path, query=dict(parse_qsl(url.query)))
+        assert image.status == 200 and image.headers["Content-Type"] == item["mime_type"]
+    finally:
+        await after.aclose()
