@@ -148,17 +148,24 @@ class DifyRuns(Provider):
         return task
 
     def _draw(self, node: Node, inputs: Mapping[str, Any], seed: int, rng: Any) -> list[str]:
-        spec = node.images or {}
-        prompt = json.dumps(inputs, sort_keys=True, ensure_ascii=False)
         ids = []
-        for index in range(int(spec.get("count", 1))):
+        for index in range(int((node.images or {}).get("count", 1))):
             file_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-            self._files[file_id] = ImageSpec.of(
-                int(spec.get("width", 512)), int(spec.get("height", 512)),
-                fmt=str(spec.get("format", "png")), prompt=prompt, seed=seed, index=index,
-            )
+            self._files[file_id] = _image(node, inputs, seed, index)
             ids.append(file_id)
         return ids
+
+    def _file_spec(self, task: Task, file_id: str) -> ImageSpec | None:
+        """A run's file: this worker's record, or drawn again from the run (a shared store's
+        other worker made it, and a run detail names it before any download did)."""
+        spec = self._files.get(file_id)
+        if spec is not None:
+            return spec  # type: ignore[no-any-return]
+        nodes = {n.id: n for n in task.data["workflow"].nodes}
+        for node_id, ids in task.data["files"].items():
+            if file_id in ids and node_id in nodes:
+                return _image(nodes[node_id], task.data["inputs"], task.data["seed"], ids.index(file_id))
+        return None
 
     def _schedule(self, task: Task) -> list[tuple[Node, float, float]]:
         """(node, started, finished) in provider time for each node the run executes."""
@@ -441,7 +448,7 @@ class DifyRuns(Provider):
 
     def _file_var(self, request: MockRequest, task: Task, file_id: str, now: float) -> dict[str, Any]:
         """A tool's output file as the release writes it: the seed's FileVar, or File.to_dict()."""
-        spec = self._files.get(file_id)
+        spec = self._file_spec(task, file_id)
         ext = spec.extension if spec else ".png"
         mime = spec.content_type if spec else "image/png"
         signed_at, _ = self.server.link_times(task=task)  # the engine applies expired_url
@@ -507,6 +514,15 @@ class DifyRuns(Provider):
     @staticmethod
     def _app_id(workflow: Workflow) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-app:{workflow.id}"))
+
+
+def _image(node: Node, inputs: Mapping[str, Any], seed: int, index: int) -> ImageSpec:
+    """The ``index``-th image a drawing node makes for a run: the same run, the same picture."""
+    spec = node.images or {}
+    return ImageSpec.of(
+        int(spec.get("width", 512)), int(spec.get("height", 512)), fmt=str(spec.get("format", "png")),
+        prompt=json.dumps(inputs, sort_keys=True, ensure_ascii=False), seed=seed, index=index,
+    )
 
 
 def end_user(user: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +16,7 @@ import redis
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from imagegen_conformance.mocks import MockRequest, MockServer
+from imagegen_conformance.mocks.dify import DifyProvider, Workflow
 from imagegen_conformance.mocks.engine import StoreUnavailable, share
 
 AUTH = {"Authorization": "Bearer k"}
@@ -257,8 +259,16 @@ async def test_a_dify_stream_through_one_is_stopped_through_the_other(pair: Pair
     assert body_of(detail)["status"] == "stopped"
 
 
-async def test_a_dify_run_and_its_signed_files_answer_through_the_other(pair: Pair) -> None:
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+async def test_a_dify_run_and_its_signed_files_answer_through_the_other(pair: Pair, fmt: str) -> None:
     a, b = await pair("dify", clock="manual", seed=2)
+    workflow = Workflow.load()
+    workflow = dataclasses.replace(workflow, nodes=tuple(
+        dataclasses.replace(n, images={**n.images, "format": fmt}) if n.images else n
+        for n in workflow.nodes))
+    for server in (a, b):  # every worker runs the same workflow file
+        assert isinstance(server.provider, DifyProvider)
+        server.provider.use_workflow(workflow)
     done = await dify_blocking(a, b, DIFY_RUN)
     assert done["data"]["status"] == "succeeded"
     detail = body_of(await b.request("GET", f"/v1/workflows/run/{done['workflow_run_id']}",
