@@ -7,7 +7,7 @@ import os
 import random
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from imagegen_conformance import contracts
@@ -506,12 +506,16 @@ class MockServer:
             return as_get, False
         return None, path_matched
 
-    async def dispatch(self, request: MockRequest) -> MockResponse:
-        """Answer one request exactly as the provider would, faults and all."""
+    def dispatch(self, request: MockRequest) -> Coroutine[Any, Any, MockResponse]:
+        """Answer one request exactly as the provider would, faults and all (await it).
+
+        A plain method handing back the coroutine that answers: no coroutine of its own
+        wrapped around it on every request.
+        """
         if self.shared is not None:
             # Load what the request needs from the shared store, write back what it changed.
-            return await self.shared.dispatch(request, self._dispatch)
-        return await self._dispatch(request)
+            return self.shared.dispatch(request, self._dispatch)
+        return self._dispatch(request)
 
     async def _dispatch(self, request: MockRequest) -> MockResponse:
         if self.public_url and request.role == self.roles[0]:
