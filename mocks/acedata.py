@@ -37,6 +37,7 @@ from .engine import (
     refusal,
     route,
     sse_event,
+    uuid4_text,
 )
 
 _WXH = re.compile(r"^(\d{1,5})x(\d{1,5})$")
@@ -395,7 +396,7 @@ class AceDataProvider(Provider):
     # --- helpers ---------------------------------------------------------------------
 
     def _uuid(self) -> str:
-        return str(uuid.UUID(int=self.server.rng.getrandbits(128), version=4))
+        return uuid4_text(self.server.rng.getrandbits(128))
 
 
 def _problem(issues: list[Any]) -> str | None:

@@ -22,7 +22,6 @@ import heapq
 import itertools
 import math
 import re
-import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
@@ -49,6 +48,7 @@ from .engine import (
     route,
     sse_comment,
     sse_event,
+    uuid4_text,
 )
 
 APP = "/fal-ai/flux-1"  # [V] status, result and cancel URLs use owner/app only, no "/dev"
@@ -303,7 +303,7 @@ class FalProvider(Provider):
         _, problems = self._inputs(body)
         if not problems:
             return None
-        request_id = str(uuid.UUID(int=self.server.rng.getrandbits(128), version=4))
+        request_id = uuid4_text(self.server.rng.getrandbits(128))
         return self._validation_error(problems, request_id)
 
     def _inputs(self, body: Body | None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:

@@ -16,7 +16,6 @@ import calendar
 import json
 import math
 import time
-import uuid
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +29,7 @@ from .engine import (
     Provider,
     render,
     route,
+    uuid4_text,
 )
 
 JSON_TYPE = "application/json; charset=utf-8"  # [V] the FAQ's raw HTTP example
@@ -273,7 +273,7 @@ class YunyxProvider(Provider):
         return request.url(f"{path}{token}{spec.extension}?{query}")
 
     def _trace(self) -> str:
-        return str(uuid.UUID(int=self.server.rng.getrandbits(128), version=4))
+        return uuid4_text(self.server.rng.getrandbits(128))
 
     def _headers(self) -> dict[str, str]:
         return {TRACE_HEADER: self._trace()}

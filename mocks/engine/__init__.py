@@ -31,7 +31,7 @@ from ._shelf import Counter, Shelf
 from ._signing import Ed25519Signer
 from ._store_redis import RedisTaskStore
 from ._streams import ndjson_line, sse_comment, sse_event
-from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, compact, new_task
+from ._tasks import MemoryTaskStore, StoreFull, Task, TaskStore, compact, new_task, uuid4_text
 from ._thread import ServeThread
 
 __all__ = [
@@ -121,4 +121,5 @@ __all__ = [
     "sse_comment",
     "sse_event",
     "start",
+    "uuid4_text",
 ]

@@ -3,7 +3,6 @@ from __future__ import annotations
 import heapq
 import math
 import random
-import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
@@ -12,7 +11,7 @@ from imagegen_conformance.contracts import Lifecycle
 from ._clock import Clock
 from ._faults import FaultSpec
 
-__all__ = ["MemoryTaskStore", "StoreFull", "Task", "TaskStore", "compact", "new_task"]
+__all__ = ["MemoryTaskStore", "StoreFull", "Task", "TaskStore", "compact", "new_task", "uuid4_text"]
 
 
 class StoreFull(RuntimeError):
@@ -270,7 +269,7 @@ def new_task(
     else:
         terminal, success, failure = ("succeeded", "failed"), "succeeded", "failed"
     return Task(
-        task_id or str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        task_id or uuid4_text(rng.getrandbits(128)),
         now,
         _shared(tuple(states)),
         tuple(durations),
@@ -293,6 +292,13 @@ def _shared(value: tuple[Any, ...]) -> tuple[Any, ...]:
     if len(_SHARED) > 1024:  # phases passed by hand (Dify's nodes) vary more: never grow unbounded
         _SHARED.clear()
     return _SHARED.setdefault(value, value)
+
+
+def uuid4_text(bits: int) -> str:
+    """``str(uuid.UUID(int=bits, version=4))``, made in half the time (ids are made per request)."""
+    number = (bits & ~(0xC000 << 48) | (0x8000 << 48)) & ~(0xF000 << 64) | (4 << 76)
+    h = f"{number:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 _LAYOUTS: dict[tuple[str, ...], type] = {}

@@ -6,6 +6,7 @@ import asyncio
 import io
 import json
 import random
+import uuid
 import zlib
 
 import pytest
@@ -31,6 +32,7 @@ from imagegen_conformance.mocks.engine import (
     redact_headers,
     redact_url,
     render,
+    uuid4_text,
 )
 from imagegen_conformance.mocks.engine._images import drawn_by_pillow
 
@@ -401,3 +403,8 @@ def test_many_removed_tasks_leave_the_store_working() -> None:
     assert len(store) == 4 and all(store.get(t.id) is t for t in kept)
     clock.advance(1000)
     assert store.sweep() == 4 and len(store) == 0
+
+
+@pytest.mark.parametrize("bits", [0, 2**128 - 1, 0x0123456789ABCDEF0123456789ABCDEF, 2**76, 2**64 - 1])
+def test_uuid4_text_is_what_uuid_writes(bits: int) -> None:
+    assert uuid4_text(bits) == str(uuid.UUID(int=bits, version=4))
