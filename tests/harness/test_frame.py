@@ -256,3 +256,23 @@ async def test_fal_invalid_input_runs_the_same_way_every_time() -> None:
         seen.append([(e.operation, e.status) for e in result.exchanges])
     assert seen[0] == seen[1]
     assert [s for op, s in seen[0] if op == "getRequestStatus"] == [202, 202, 202, 202, 200]
+
+
+async def test_a_machine_that_got_busier_during_the_run_runs_the_scenario_again_slower(
+    cloudsway_faulty_client: object, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from imagegen_conformance.harness import CallableClient
+    from imagegen_conformance.harness.run import _runner
+
+    # Idle when the scale is chosen, three times busier when the client ends: the poll
+    # interval passed at a scale that load may have made too fast to tell, so it runs again.
+    figures = iter([1.0, 3.0])
+    monkeypatch.setattr(_runner, "machine_slowdown", lambda: next(figures, 3.0))
+    monkeypatch.setattr(_runner, "_last_slowdown", (-1e9, 1.0))
+    polite = CallableClient(cloudsway_faulty_client())  # type: ignore[operator]
+    first = scenario_scale(CLOUDSWAY, CLOUDSWAY.scenario("happy-path"), overhead=_runner.IN_PROCESS_OVERHEAD)
+    result = await run(polite)  # type: ignore[arg-type]
+    assert result.time_scale == round(first / 3, 1) and result.deviations == []
+    # A scenario that judges no pacing (its own time_scale) is not run again.
+    result = await run(polite, "batch-portrait")  # type: ignore[arg-type]
+    assert result.time_scale == 100
