@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -218,10 +218,11 @@ class FrameSession:
     """libfaketime's environment for one client run, and the shared state behind it.
 
     ``with FrameSession(lib, scale, provider_now) as env:`` gives the variables to add to the
-    client's environment; the semaphore and shared memory are removed on exit.
+    client's environment (``provider_now``: the mock's time, or its clock's ``now``); the
+    semaphore and shared memory are removed on exit.
     """
 
-    def __init__(self, library: Path, scale: float, provider_now: float) -> None:
+    def __init__(self, library: Path, scale: float, provider_now: float | Callable[[], float]) -> None:
         self.library = library
         self.scale = scale
         self.provider_now = provider_now
@@ -238,9 +239,12 @@ class FrameSession:
         self.close()
 
     def open(self) -> dict[str, str]:
-        # Read every clock at one instant: the frame starts there, at the mock's provider now.
+        # Read every clock at one instant: the frame starts there, at the mock's provider now
+        # (read from the mock's clock at that instant when it is given as a callable: a figure
+        # read earlier would leave the client behind by the delay times the scale).
         real = _timespec(time.CLOCK_REALTIME)
-        offset = self.provider_now - (real[0] + real[1] / 1e9)
+        now = self.provider_now() if callable(self.provider_now) else self.provider_now
+        offset = now - (real[0] + real[1] / 1e9)
         env = {
             "LD_PRELOAD": str(self.library),
             # "+offset xN": provider time = start + offset + (now - start) * N, on every clock.

@@ -228,7 +228,8 @@ def scenario_scale(
 
 
 async def run_in_frame(
-    client: Client, env: dict[str, str], timeout: float, scale: float, provider_now: float,
+    client: Client, env: dict[str, str], timeout: float, scale: float,
+    provider_now: float | Callable[[], float],
     *, frame: str = "virtual", in_process: bool = False,
 ) -> tuple[ClientResult, Frame]:
     """Run the client in provider time where it can be; say which frame it had.
@@ -368,7 +369,7 @@ async def _run_on_mock(
                             extra_env, ca_bundle=ca)
             result, clock = await run_in_frame(
                 client, env, client_timeout(contract, scenario) / scale + startup_slack, scale,
-                server.clock.now(), frame=frame, in_process=in_process,
+                server.clock.now, frame=frame, in_process=in_process,
             )
             if watch_load:
                 after = remeasure_slowdown()
