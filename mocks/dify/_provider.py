@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import mimetypes
-import uuid
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from imagegen_conformance.contracts import SchemaIssue
 
-from ..engine import Body, Call, MockRequest, MockResponse, Route, render, route
-from ._runs import SSE_TYPE, DifyRuns, dify_json, end_user
+from ..engine import Body, Call, MockRequest, MockResponse, Route, render, route, uuid4_text
+from ._runs import SSE_TYPE, DifyRuns, _status, dify_json, end_user
 
 __all__ = ["DifyProvider"]
 
@@ -25,6 +25,7 @@ _BAD_JSON = "The browser (or proxy) sent a request that this server could not un
 _SEED_UPLOAD_FIELDS = ("id", "name", "size", "extension", "mime_type", "created_by", "created_at")
 # [V] flask-restful reqparse: a required argument of location="json" that is not there.
 _MISSING = "Missing required parameter in the JSON body"
+_KEPT_DETAILS = 4096  # finished runs whose detail answer is kept
 
 
 def restful(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> MockResponse:
@@ -88,9 +89,45 @@ class DifyProvider(DifyRuns):
         task = call.tasks.get(request.params["workflow_run_id"])
         if task is None:
             return self.error(request, 404, "not_found", "Workflow run not found.")
-        now = call.now
+        return self._detail(request, task, call.now)
+
+    def _detail(self, request: MockRequest, task: Any, now: float) -> MockResponse:
+        """The run detail. A finished run's answer is made once (per status, workflow and the
+        options it shows) and kept as its bytes around its file links; each answer signs the
+        links afresh, drawing the nonces in the order a fresh answer draws them."""
+        status = _status(task, now)
+        if status == "running":
+            return restful(self._detail_body(request, task, now))
+        key = (task.created_at, status, task.ended, task.durations, id(task.data["workflow"]),
+               self.option("release"), self.option("total_steps"))
+        kept = self._details.get(task.id)
+        if kept is None or kept[0] != key:
+            self._capture = []
+            try:
+                body = dify_json(self._detail_body(request, task, now)) + b"\n"
+                links = self._capture
+            finally:
+                self._capture = None
+            parts = re.split(re.escape(self._capture_token.encode()) + rb"([0-9]+)-", body)
+            kept = (key, parts, links)
+            if len(self._details) >= _KEPT_DETAILS:
+                self._details.pop(next(iter(self._details)))
+            self._details[task.id] = kept
+        _, parts, links = kept
+        if not links:
+            return MockResponse(200, {"Content-Type": "application/json"}, parts[0])
+        urls = []
+        for path, file_id in links:  # every link the answer signs, in order (some not shown)
+            signed_at, _ = self.server.link_times(task=task)  # the engine applies expired_url
+            urls.append(json.dumps(self._signed(request, path, file_id, signed_at))[1:-1].encode())
+        out = [parts[0]]
+        for i in range(1, len(parts), 2):
+            out += (urls[int(parts[i])], parts[i + 1])
+        return MockResponse(200, {"Content-Type": "application/json"}, b"".join(out))
+
+    def _detail_body(self, request: MockRequest, task: Any, now: float) -> dict[str, Any]:
         summary = self._summary(request, task, now)
-        return restful({
+        return {
             "id": task.id,
             "workflow_id": task.data["workflow"].id,
             "status": summary["status"],
@@ -102,7 +139,7 @@ class DifyProvider(DifyRuns):
             "created_at": summary["created_at"],
             "finished_at": summary["finished_at"],
             "elapsed_time": summary["elapsed_time"],
-        })
+        }
 
     @route("GET", "/v1/parameters", operation="getParameters")
     async def parameters(self, request: MockRequest, call: Call) -> MockResponse:
@@ -187,7 +224,7 @@ class DifyProvider(DifyRuns):
             return self.error(request, 415, "unsupported_file_type")
         if len(data) > int(limits["upload_size_mb"][kind]) * 1024 * 1024:
             return self.error(request, 413, "file_too_large")
-        file_id = str(uuid.UUID(int=call.rng.getrandbits(128), version=4))
+        file_id = uuid4_text(call.rng.getrandbits(128))
         mime = content_type or mimetypes.guess_type(filename)[0] or "application/octet-stream"
         meta = {
             "id": file_id,

@@ -19,10 +19,22 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import astuple
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any
 
-from ..engine import Call, ImageSpec, MockRequest, MockResponse, Pings, Provider, Shelf, Task, render
+from ..engine import (
+    Call,
+    ImageSpec,
+    MockRequest,
+    MockResponse,
+    Pings,
+    Provider,
+    ScaledClock,
+    Shelf,
+    Task,
+    render,
+    uuid4_text,
+)
 from ._workflow import Node, Workflow
 
 __all__ = ["PING", "SSE_TYPE", "DifyRuns", "dify_event", "dify_json", "end_user"]
@@ -72,6 +84,11 @@ class DifyRuns(Provider):
         self._sequence = server.counter("runs")
         # Futures of the blocking answers and streams now waiting on a run: stop wakes them.
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        # Finished runs' detail answers, kept as their bytes around the file links (which are
+        # signed again on each answer): run id -> (what the answer depends on, parts, links).
+        self._details: dict[str, tuple[tuple[Any, ...], list[bytes], list[tuple[str, str]]]] = {}
+        self._capture: list[tuple[str, str]] | None = None  # links met while a body is kept
+        self._capture_token = f"dify-link-{os.urandom(16).hex()}-"  # stands for a link, for now
 
     def use_workflow(self, workflow: Workflow | str | os.PathLike[str] | Mapping[str, Any]) -> None:
         """Run another workflow from now on: a :class:`Workflow`, a file path, or a mapping."""
@@ -105,6 +122,7 @@ class DifyRuns(Provider):
         return {**data, "workflow": self._workflows.get(data["workflow"], self.workflow)}
 
     def _forget_runs(self) -> None:
+        self._details.clear()
         self._files.clear()
         self._runs_by_task.clear()  # (the server resets the run numbers)
 
@@ -115,15 +133,15 @@ class DifyRuns(Provider):
         durations = [rng.uniform(*n.seconds) for n in nodes]
         # The faults act on the first working node: it fails, or it never finishes.
         work = next((i for i, n in enumerate(nodes) if n.type not in ("start", "end")), len(nodes) - 1)
-        run_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        task_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+        run_id = uuid4_text(rng.getrandbits(128))
+        task_id = uuid4_text(rng.getrandbits(128))
         data: dict[str, Any] = {
             "task_id": task_id,
             "user": user,
             "inputs": inputs,
             "streaming": streaming,
             "seed": rng.getrandbits(31),
-            "execution_ids": [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in nodes],
+            "execution_ids": [uuid4_text(rng.getrandbits(128)) for _ in nodes],
             "files": {},
             "workflow": self.workflow,  # the run keeps its workflow if another is loaded later
             "sequence_number": next(self._sequence),  # [V] the seed's release numbers an app's runs
@@ -150,7 +168,7 @@ class DifyRuns(Provider):
     def _draw(self, node: Node, inputs: Mapping[str, Any], seed: int, rng: Any) -> list[str]:
         ids = []
         for index in range(int((node.images or {}).get("count", 1))):
-            file_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
+            file_id = uuid4_text(rng.getrandbits(128))
             self._files[file_id] = _image(node, inputs, seed, index)
             ids.append(file_id)
         return ids
@@ -279,15 +297,26 @@ class DifyRuns(Provider):
         delay = min(when - clock.now(), 1e9)
         if delay <= 0:
             return
-        stop: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        stop: asyncio.Future[None] = loop.create_future()
         waiters = self._waiters.setdefault(task.id, set())
         waiters.add(stop)
-        sleeper = asyncio.ensure_future(clock.sleep(delay))
-        sleeper.set_name(f"imagegen_conformance.mocks.dify:wait:{task.id}")
         try:
-            await asyncio.wait({sleeper, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if isinstance(clock, ScaledClock):
+                # One future, woken by a timer (as the clock's own sleep times it) or the stop.
+                timer = loop.call_later(delay / clock.scale, _wake, stop)
+                try:
+                    await stop
+                finally:
+                    timer.cancel()
+            else:  # a manual clock (or another): its own sleep, raced against the stop
+                sleeper = asyncio.ensure_future(clock.sleep(delay))
+                sleeper.set_name(f"imagegen_conformance.mocks.dify:wait:{task.id}")
+                try:
+                    await asyncio.wait({sleeper, stop}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    sleeper.cancel()
         finally:
-            sleeper.cancel()
             stop.cancel()
             waiters.discard(stop)
             if not waiters:
@@ -451,8 +480,13 @@ class DifyRuns(Provider):
         spec = self._file_spec(task, file_id)
         ext = spec.extension if spec else ".png"
         mime = spec.content_type if spec else "image/png"
-        signed_at, _ = self.server.link_times(task=task)  # the engine applies expired_url
-        url = self._signed(request, f"/files/tools/{file_id}{ext}", file_id, signed_at)
+        path = f"/files/tools/{file_id}{ext}"
+        if self._capture is not None:  # a kept answer's link: signed afresh on each answer
+            url = f"{self._capture_token}{len(self._capture)}-"
+            self._capture.append((path, file_id))
+        else:
+            signed_at, _ = self.server.link_times(task=task)  # the engine applies expired_url
+            url = self._signed(request, path, file_id, signed_at)
         tenant = task.data["workflow"].tenant_id
         if not self._seed_release:
             # [V] core/file/models.py File.to_dict(): the model's fields in order, then url.
@@ -466,7 +500,7 @@ class DifyRuns(Provider):
                 "transfer_method": "tool_file",
                 "remote_url": None,
                 "related_id": file_id,
-                "filename": uuid.uuid5(uuid.NAMESPACE_URL, f"dify-tool-file:{file_id}").hex + ext,
+                "filename": _tool_file_name(file_id) + ext,
                 "extension": ext,
                 "mime_type": mime,
                 "size": len(render(spec)) if spec else -1,
@@ -513,7 +547,18 @@ class DifyRuns(Provider):
 
     @staticmethod
     def _app_id(workflow: Workflow) -> str:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-app:{workflow.id}"))
+        return _app_id(workflow.id)
+
+
+@lru_cache(maxsize=256)
+def _app_id(workflow_id: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-app:{workflow_id}"))
+
+
+@lru_cache(maxsize=4096)
+def _tool_file_name(file_id: str) -> str:
+    """[I] the tool file's stored name: a hex name, the same for the same file."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"dify-tool-file:{file_id}").hex
 
 
 def _image(node: Node, inputs: Mapping[str, Any], seed: int, index: int) -> ImageSpec:
@@ -525,6 +570,7 @@ def _image(node: Node, inputs: Mapping[str, Any], seed: int, index: int) -> Imag
     )
 
 
+@lru_cache(maxsize=4096)
 def end_user(user: str) -> str:
     """Dify keeps one end-user record per app and ``user`` string: a stable id for it."""
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"dify-end-user:{user}"))
