@@ -1022,3 +1022,71 @@ async def test_meta_names_each_tool_of_an_own_workflow() -> None:
     assert info == {"name": "mine", "description": "two tools"}
     with pytest.raises(WorkflowError, match="tool must be"):
         Workflow.from_dict({"nodes": [{"id": "t", "type": "tool", "tool": {"provider_type": "x"}}]})
+
+
+# --- a finished run's detail answer is kept (its links signed afresh) ---------------------
+
+
+async def detail(server: MockServer, run_id: str) -> MockResponse:
+    return await server.request("GET", f"/v1/workflows/run/{run_id}", headers=AUTH)
+
+
+def without_links(response: MockResponse) -> bytes:
+    return re.sub(rb"/files/tools/[^\"]*", b"LINK", response.body)
+
+
+async def test_kept_detail_signs_new_links_each_answer_and_they_expire() -> None:
+    server = manual()
+    run_id = (await blocking(server)).json_body()["workflow_run_id"]
+    first = await detail(server, run_id)
+    server.clock.advance(250)
+    second = await detail(server, run_id)
+    assert without_links(first) == without_links(second)  # the rest of the answer is the same
+    urls = [r.json_body()["outputs"]["files"][0]["url"] for r in (first, second)]
+    (path, old), (path2, new) = split_url(urls[0]), split_url(urls[1])
+    assert path == path2 and old["nonce"] != new["nonce"]
+    assert int(new["timestamp"]) == int(server.clock.now())  # signed now, not when first kept
+    server.clock.advance(100)  # the first link is 350 s old, the second 100 s
+    assert (await server.request("GET", path, query=old)).status == 403
+    assert (await server.request("GET", path, query=new)).status == 200
+
+
+async def test_kept_detail_follows_the_link_lifetime_option_and_the_expired_url_fault() -> None:
+    server = manual(options={"files_access_timeout": "3600"})
+    run_id = (await blocking(server)).json_body()["workflow_run_id"]
+    await detail(server, run_id)
+    server.clock.advance(10)
+    path, query = split_url((await detail(server, run_id)).json_body()["outputs"]["files"][0]["url"])
+    server.clock.advance(900)
+    assert (await server.request("GET", path, query=query)).status == 200
+    dead = manual()
+    run_id = (await blocking(dead, headers={"X-Mock-Fault": "expired_url"})).json_body()["workflow_run_id"]
+    for _ in range(2):  # the run's fault applies to every answer, the kept one too
+        path, query = split_url((await detail(dead, run_id)).json_body()["outputs"]["files"][0]["url"])
+        assert (await dead.request("GET", path, query=query)).status == 403
+
+
+async def test_kept_detail_changes_with_the_options() -> None:
+    server = manual()
+    run_id = (await blocking(server)).json_body()["workflow_run_id"]
+    seed = (await detail(server, run_id)).json_body()
+    assert seed["outputs"]["files"][0]["__variant"] == "FileVar" and seed["total_steps"] == 5
+    server.options["release"] = "current"
+    server.options["total_steps"] = "nodes"
+    current = (await detail(server, run_id)).json_body()
+    assert current["outputs"]["files"][0]["dify_model_identity"] == "__dify__file__"
+    assert current["total_steps"] == 3
+    server.options["file_urls"] = "absolute"
+    url = (await detail(server, run_id)).json_body()["outputs"]["files"][0]["url"]
+    assert url.startswith("http://127.0.0.1/files/tools/")
+
+
+async def test_kept_detail_of_a_failed_run_and_after_a_reset() -> None:
+    server = manual()
+    failed = await blocking(server, headers={"X-Mock-Fault": "task_fail:node"})
+    run_id = failed.json_body()["workflow_run_id"]
+    for _ in range(2):
+        body = (await detail(server, run_id)).json_body()
+        assert body["status"] == "failed" and body["outputs"] == {} and body["error"]
+    server.reset()
+    assert (await detail(server, run_id)).status == 404
