@@ -14,7 +14,7 @@ from typing import Any
 
 from imagegen_conformance.contracts import SchemaIssue
 
-from ..engine import Body, Call, MockRequest, MockResponse, Route, render, route, uuid4_text
+from ..engine import Body, Call, MockRequest, MockResponse, Route, loads, render, route, uuid4_text
 from ._runs import SSE_TYPE, DifyRuns, _status, dify_json, end_user
 
 __all__ = ["DifyProvider"]
@@ -57,7 +57,7 @@ class DifyProvider(DifyRuns):
         user = body["user"]
         try:
             # reqparse's type=dict has made an object of it (refuse() checked that it can)
-            inputs = self.workflow.validate_inputs(dict(body["inputs"]))
+            inputs = self.workflow.validate_inputs(_inputs(body["inputs"]))
         except ValueError as exc:
             return self.error(request, 400, "invalid_param", str(exc))
         streaming = body.get("response_mode") == "streaming"
@@ -397,7 +397,7 @@ class DifyProvider(DifyRuns):
             return [("uploads", params["file_id"]), ("upload_bytes", params["file_id"])]
         if operation == "runWorkflow" and b"upload_file_id" in request.body:
             try:
-                files = json.loads(request.body).get("files") or []
+                files = loads(request.body).get("files") or []  # strict, depth-bounded
                 return [("uploads", str(f["upload_file_id"])) for f in files
                         if isinstance(f, dict) and "upload_file_id" in f]
             except (ValueError, AttributeError, TypeError):
@@ -411,6 +411,12 @@ class DifyProvider(DifyRuns):
         if route.operation in ("getToolFile", "getUploadFilePreview"):
             return []  # files, not runs
         return super().task_ids(request, route)
+
+
+def _inputs(value: Any) -> dict[str, Any]:
+    """``inputs`` as reqparse's ``type=dict`` makes it (an object, or a list of pairs), with each
+    key as Dify's ``json.dumps`` then writes it: ``[[1, "x"]]`` is ``{"1": "x"}``, null ``"null"``."""
+    return {k if isinstance(k, str) else json.dumps(k): v for k, v in dict(value).items()}
 
 
 def _reqparse(body: Mapping[str, Any]) -> tuple[str, str] | None:

@@ -1,7 +1,8 @@
 """Signed links a provider serves itself (Dify's HMAC file links, yunyx's OSS and S3-style
-presigned ones): one HMAC signer with the server's secret (derived from ``--seed``, shared
-through the store between workers), SHA-256 unless the provider's scheme says otherwise (OSS:
-SHA-1), and one constant-time comparison. How long a link lives is :meth:`MockServer.link_times`'s business.
+presigned ones): one HMAC signer with the server's secret (random per process unless
+``--signing-secret``, never from ``--seed``; shared through the store between workers),
+SHA-256 unless the provider's scheme says otherwise (OSS: SHA-1), and one constant-time
+comparison. How long a link lives is :meth:`MockServer.link_times`'s business.
 """
 
 from __future__ import annotations

@@ -572,6 +572,8 @@ class MockServer:
                 self._completed(exchange)
                 raise
             except Exception as exc:  # a handler crash is a mock bug: record it, answer, surface it
+                if self.shared is not None and isinstance(exc, self.shared.outage):
+                    raise  # the shared store is down, not the mock: it answers the provider's 503
                 exchange.error = traceback.format_exc()
                 self.errors.append(f"{request.method} {request.path}: {exc!r}")
                 response = self.provider.error(request, 500, message="mock handler crashed")

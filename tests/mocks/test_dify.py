@@ -240,6 +240,24 @@ async def test_bad_run_bodies_get_invalid_param(body: dict[str, Any], code: str,
     assert len(server.tasks) == 0
 
 
+@pytest.mark.parametrize("mode", ["blocking", "streaming"])
+async def test_inputs_as_a_list_of_pairs_with_odd_keys_run_as_reqparse_makes_them(mode: str) -> None:
+    # reqparse's type=dict takes pairs; a key that is not a string is written as json.dumps does.
+    server = manual()
+    pairs = [["prompt", "x"], [1, "y"], [None, "z"], [2.5, "t"]]
+    body = {"inputs": pairs, "user": "u", "response_mode": mode}
+    if mode == "blocking":
+        response = await blocking(server, body)
+        assert response.json_body()["data"]["status"] == "succeeded"
+    else:
+        response = await server.request("POST", RUN, json=body, headers=AUTH)
+        assert response.status == 200
+    assert not server.errors
+    (task,) = list(server.tasks)
+    assert {k: task.data["inputs"][k] for k in ("prompt", "1", "null", "2.5")} == {
+        "prompt": "x", "1": "y", "null": "z", "2.5": "t"}
+
+
 @pytest.mark.parametrize(
     ("body", "param", "message"),
     [

@@ -586,3 +586,39 @@ async def test_dify_runs_and_their_files_answer_after_every_worker_restarts(redi
         assert image.status == 200 and image.headers["Content-Type"] == item["mime_type"]
     finally:
         await after.aclose()
+
+
+async def test_a_dify_body_nested_too_deep_is_refused_in_difys_words_on_a_shared_store(pair: Pair) -> None:
+    # The shared store looks for upload ids in the body before the engine parses it: that look
+    # is as strict and as depth-bounded as the engine's own parser.
+    a, _ = await pair("dify", clock="manual", seed=2)
+    nested = b"[" * 50_000 + b"]" * 50_000
+    deep = b'{"user": "u", "inputs": {}, "files": [{"upload_file_id": ' + nested + b"}]}"
+    response = await a.request("POST", "/v1/workflows/run", body=deep,
+                               headers={**DIFY, "Content-Type": "application/json"})
+    assert response.status == 400 and json.loads(response.body)["code"] == "bad_request"
+    assert not a.errors
+
+
+async def test_redis_lost_inside_a_handler_is_the_providers_503_not_a_mock_crash(own_redis: Any) -> None:
+    # Dify takes its run number from Redis inside the handler; Redis goes away at that moment.
+    server = MockServer("dify", clock="manual", seed=2)
+    await share(server, own_redis.url)
+    runs = server.provider
+    assert isinstance(runs, DifyProvider)
+    take = runs._sequence.take
+    assert take is not None
+
+    async def take_while_redis_dies(name: str) -> int:
+        own_redis.stop()
+        return await take(name)
+
+    runs._sequence.take = take_while_redis_dies
+    try:
+        response = await server.request("POST", "/v1/workflows/run", headers=DIFY, json={
+            "inputs": {"prompt": "p"}, "user": "u", "response_mode": "streaming"})
+        assert response.status == 503 and response.headers["X-Mock-Error"] == "store-unavailable"
+        assert server.errors == []  # an outage of the store, not a bug of the mock
+    finally:
+        own_redis.start()
+        await server.aclose()
