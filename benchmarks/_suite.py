@@ -159,24 +159,8 @@ def poll_throughput(seconds: float, concurrency: int = 32, rounds: int = 3) -> d
             make = _poll_request(provider, srv.urls, ids)
             reqs = [make(n) for n in range(len(ids))]
             answer = asyncio.run(_capture(srv.url, reqs[0]))
-            with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-                json.dump(answer, f)
-            try:
-                with ServerProcess("bare", "--answer", f.name) as bare:
-                    _load(srv, reqs, 0.5, concurrency)  # warm-up
-                    _load(bare, reqs, 0.5, concurrency)
-                    mine, theirs = [], []
-                    for _ in range(rounds):
-                        mine.append(_load(srv, reqs, seconds, concurrency))
-                        theirs.append(_load(bare, reqs, seconds, concurrency))
-            finally:
-                os.unlink(f.name)
-        figures: dict[str, Any] = _median(mine)
-        baseline = _median(theirs)
+            figures = _side_by_side(srv, reqs, answer, seconds, concurrency, rounds)
         figures["answer_bytes"] = answer["bytes"]
-        figures["bare"] = baseline
-        figures["ratio_rps"] = figures["rps"] / baseline["rps"]
-        figures["ratio_capacity"] = figures["per_cpu_second"] / baseline["per_cpu_second"]
         out["providers"][provider] = figures
     out["providers"]["yunyx"] = None  # synchronous: no status endpoint to poll
     return out

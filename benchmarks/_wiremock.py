@@ -21,7 +21,7 @@ import time
 import urllib.request
 from typing import Any
 
-from ._proc import ServerProcess, cpu_seconds
+from ._proc import ServerProcess, cpu_seconds, stop_process
 from ._suite import _capture, _create_tasks, _load, _median, _poll_request, loadgen_name
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -87,12 +87,7 @@ class _WireMock:
         return cpu_seconds(self.proc.pid)
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 def versus(seconds: float, concurrency: int = 32, rounds: int = 3, journal: int = 10_000) -> dict[str, Any]:
