@@ -71,9 +71,10 @@ def _poll_request(provider: str, urls: dict[str, str], ids: list[str]) -> Callab
 _OWN_HEADERS = {"content-length", "date", "server", "connection", "keep-alive", "transfer-encoding"}
 
 
-async def _capture(url: str, req: bytes) -> dict[str, Any]:
-    """One answer's status, headers and body bytes, as the mock sent them."""
-    import base64
+async def _send(
+    url: str, req: bytes
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int, list[list[str]]]:
+    """Send ``req`` raw and read the answer's head: (reader, writer, status, headers)."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
@@ -81,26 +82,31 @@ async def _capture(url: str, req: bytes) -> dict[str, Any]:
     writer.write(req)
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
-    headers = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:] if ":" in line]
+    headers = [[x.strip() for x in line.split(":", 1)] for line in lines[1:] if ":" in line]
+    return reader, writer, int(lines[0].split()[1]), headers
+
+
+def _replayable(headers: list[list[str]]) -> list[list[str]]:
+    return [[k, v] for k, v in headers if k.lower() not in _OWN_HEADERS]
+
+
+async def _capture(url: str, req: bytes) -> dict[str, Any]:
+    """One answer's status, headers and body bytes, as the mock sent them."""
+    import base64
+
+    reader, writer, status, headers = await _send(url, req)
     length = next(int(v) for k, v in headers if k.lower() == "content-length")
     body = await reader.readexactly(length)
     writer.close()
-    return {"status": int(lines[0].split()[1]), "body_b64": base64.b64encode(body).decode(),
-            "headers": [[k, v] for k, v in headers if k.lower() not in _OWN_HEADERS],
-            "bytes": length}
+    return {"status": status, "body_b64": base64.b64encode(body).decode(),
+            "headers": _replayable(headers), "bytes": length}
 
 
 async def _capture_stream(url: str, req: bytes) -> dict[str, Any]:
     """One chunked answer's status, headers and chunks, as the mock sent them."""
     import base64
-    from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    writer.write(req)
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = [tuple(x.strip() for x in line.split(":", 1)) for line in lines[1:] if ":" in line]
+    reader, writer, status, headers = await _send(url, req)
     chunks: list[bytes] = []
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
@@ -109,9 +115,8 @@ async def _capture_stream(url: str, req: bytes) -> dict[str, Any]:
             break
         chunks.append((await reader.readexactly(size + 2))[:-2])
     writer.close()
-    return {"status": int(lines[0].split()[1]), "chunks_b64": [base64.b64encode(c).decode() for c in chunks],
-            "headers": [[k, v] for k, v in headers if k.lower() not in _OWN_HEADERS],
-            "bytes": sum(len(c) for c in chunks), "chunks": len(chunks)}
+    return {"status": status, "chunks_b64": [base64.b64encode(c).decode() for c in chunks],
+            "headers": _replayable(headers), "bytes": sum(len(c) for c in chunks), "chunks": len(chunks)}
 
 
 def loadgen_name() -> str:

@@ -22,14 +22,13 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, ClassVar, TypeVar
 
+from imagegen_conformance import missing_extra
+
 try:
     from hypothesis import strategies as st
     from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 except ImportError as exc:  # it comes with the [check] extra, not with the core install
-    raise ImportError(
-        f"imagegen_conformance.harness.stateful needs hypothesis ({exc}); install it with: "
-        "pip install 'imagegen-conformance[check]'"
-    ) from exc
+    raise missing_extra(__name__, "hypothesis", exc) from exc
 
 from imagegen_conformance import contracts
 from imagegen_conformance.mocks import MockResponse, MockServer

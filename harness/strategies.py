@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from imagegen_conformance import missing_extra
+
 try:
     import schemathesis
     from hypothesis import strategies as st
     from schemathesis import GenerationMode
 except ImportError as exc:  # they come with the [check] extra, not with the core install
-    raise ImportError(
-        f"imagegen_conformance.harness.strategies needs hypothesis and schemathesis ({exc}); "
-        "install them with: pip install 'imagegen-conformance[check]'"
-    ) from exc
+    raise missing_extra(__name__, "hypothesis and schemathesis", exc) from exc
 
 from imagegen_conformance import contracts
 

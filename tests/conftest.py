@@ -227,6 +227,26 @@ async def serve_process() -> AsyncIterator[Serve]:
                 await proc.wait()
 
 
+StreamReader = Callable[[Any], tuple["asyncio.Future[None]", list[bytes]]]
+
+
+def _read_in_background(stream: Any) -> tuple[asyncio.Future[None], list[bytes]]:
+    chunks: list[bytes] = []
+
+    async def read() -> None:
+        async for chunk in stream:
+            chunks.append(chunk)
+
+    return asyncio.ensure_future(read()), chunks
+
+
+@pytest.fixture
+def stream_reader() -> StreamReader:
+    """``reader, chunks = stream_reader(response.body)``: a streamed MockResponse read into
+    ``chunks`` by a task of its own, as it comes (await ``reader`` for the end)."""
+    return _read_in_background
+
+
 @pytest.fixture
 def probe_env() -> Callable[..., dict[str, str]]:
     return clean_env

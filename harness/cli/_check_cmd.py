@@ -11,15 +11,14 @@ import tempfile
 from contextlib import ExitStack
 from importlib import resources
 
-from imagegen_conformance import contracts
+from imagegen_conformance import CHECK_EXTRA, contracts
 from imagegen_conformance.mocks import MockServer, ServeThread
 
 #: The key the mock is told to accept, so that Schemathesis's "invalid auth" checks mean something.
 CHECK_KEY = "imagegen-check-key"
 
 
-MISSING = ("`check` runs Schemathesis, which the core install leaves out; install it with: "
-           "pip install 'imagegen-conformance[check]'")
+MISSING = f"`check` runs Schemathesis, which the core install leaves out; install it with: {CHECK_EXTRA}"
 
 
 class MissingExtra(RuntimeError):

@@ -919,19 +919,12 @@ async def test_any_non_empty_user_string_is_a_user() -> None:
     assert response.json_body()["data"]["status"] == "succeeded"
 
 
-async def test_stop_wakes_a_waiting_stream_at_once() -> None:
+async def test_stop_wakes_a_waiting_stream_at_once(stream_reader: Any) -> None:
     server = manual()
     body = {"inputs": {"prompt": "p"}, "user": "u", "response_mode": "streaming"}
     response = await server.request("POST", RUN, json=body, headers={**AUTH, "X-Mock-Fault": "never_finish"})
     assert not isinstance(response.body, bytes)
-    stream = response.body
-    chunks: list[bytes] = []
-
-    async def read() -> None:
-        async for chunk in stream:
-            chunks.append(chunk)
-
-    reader = asyncio.ensure_future(read())
+    reader, chunks = stream_reader(response.body)
     await settle()
     server.clock.advance(1)
     await settle()

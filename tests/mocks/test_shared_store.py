@@ -232,19 +232,12 @@ def body_of(response: Any) -> Any:
     return json.loads(response.body)
 
 
-async def test_a_dify_stream_through_one_is_stopped_through_the_other(pair: Pair) -> None:
+async def test_a_dify_stream_through_one_is_stopped_through_the_other(pair: Pair, stream_reader: Any) -> None:
     a, b = await pair("dify", clock="manual", seed=2)
     response = await a.request("POST", "/v1/workflows/run", headers=DIFY,
                                json={**DIFY_RUN, "response_mode": "streaming"})
     assert response.is_stream and not isinstance(response.body, bytes)
-    stream = response.body
-    chunks: list[bytes] = []
-
-    async def read() -> None:
-        async for chunk in stream:
-            chunks.append(chunk)
-
-    reader = asyncio.ensure_future(read())
+    reader, chunks = stream_reader(response.body)
     while not sse_data(chunks):
         await asyncio.sleep(0.01)
     started = sse_data(chunks)[0]
